@@ -1,0 +1,237 @@
+"""``fairchem-categorical``: data, bins, training through fairchem, prediction, the demo."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- make-dataset / convert ------------------------------------------------------------
+def cmd_make_dataset(args: argparse.Namespace) -> int:
+    from fairchem_categorical.data import make_dataset
+
+    paths = make_dataset(args.out, n_systems=args.n_systems, seed=args.seed, progress=_say,
+                         overwrite=args.overwrite)
+    for split, path in paths.items():
+        _say(f"{split}: {path}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from fairchem_categorical.data import convert
+
+    n = convert(args.inputs, args.out, overwrite=args.overwrite)
+    _say(f"wrote {n} structures to {args.out}")
+    return 0
+
+
+# -- fit-bins ------------------------------------------------------------------------------
+def cmd_fit_bins(args: argparse.Namespace) -> int:
+    from fairchem_categorical.binsfile import count_clipped, fit_bins_files, write_bins
+    from fairchem_categorical.histogram import HistogramSupport
+
+    fit = fit_bins_files(args.data, num_bins=args.num_bins, level=args.level,
+                         margin=args.margin, sigma_ratio=args.sigma_ratio, progress=_say)
+    lo, hi = fit.target_range
+    s = fit.support
+    _say(f"{fit.num_structures} structures; {args.level} targets span [{lo:.4f}, {hi:.4f}] "
+         f"(normalised; per-atom mean {fit.energy.mean:.5f} eV, std {fit.energy.std:.5f} eV)")
+    _say(f"energy support: [{s.low:.4f}, {s.high:.4f}], {s.num_bins} bins of "
+         f"{s.width:.4f} ({s.width * fit.energy.std:.5f} eV"
+         f"{'/atom' if args.level == 'per_atom' else ''}); "
+         f"force support: [0, {fit.force_support.high:.3f}] eV/A (max |F| {fit.force_max:.3f})")
+    for path in args.check or []:
+        clipped, n = count_clipped([path], fit.energy, HistogramSupport.from_spec(s))
+        _say(f"{path}: {clipped} of {n} targets fall outside the support and would be clipped")
+    out = write_bins(fit, args.out, args.data)
+    _say(f"wrote {out}")
+    return 0
+
+
+# -- train ---------------------------------------------------------------------------------
+def _final_checkpoint(run_dir: Path, timestamp_id: str) -> Path:
+    return run_dir / timestamp_id / "checkpoints" / "final" / "inference_ckpt.pt"
+
+
+def _check_data(path: str, flag: str) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such file or folder")
+    return str(p.resolve())
+
+
+def train(config: str | Path, train_data: str | None = None, val_data: str | None = None,
+          bins: str | Path | None = None, max_epochs: int | None = None,
+          seed: int | None = None, run_dir: str | Path = "runs/fairchem2",
+          overrides: list[str] | None = None, quiet: bool = False) -> Path:
+    """Run ``fairchem -c CONFIG`` with the flags filled in; returns the final checkpoint."""
+    config = Path(config).resolve()
+    if not config.is_file():
+        raise FileNotFoundError(f"config not found: {config}")
+    run_dir = Path(run_dir).resolve()
+    timestamp_id = time.strftime("%Y%m%d-%H%M%S")
+    # A private copy of the config folder, so a bins file from anywhere becomes
+    # the `bins` group entry Hydra composes (and the run records what it used).
+    config_dir = run_dir / timestamp_id / "config"
+    shutil.copytree(config.parent, config_dir)
+    args = [f"job.run_dir={run_dir}", f"+job.timestamp_id={timestamp_id}"]
+    if bins is not None:
+        from fairchem_categorical.binsfile import read_bins
+
+        read_bins(bins)  # clear error before fairchem starts
+        shutil.copy(bins, config_dir / "bins" / "from_cli.yaml")
+        args.append("bins=from_cli")
+    if train_data:
+        args.append(f"train_data={_check_data(train_data, '--train-data')}")
+    if val_data:
+        args.append(f"val_data={_check_data(val_data, '--val-data')}")
+    if max_epochs is not None:
+        args.append(f"max_epochs={max_epochs}")
+    if seed is not None:
+        args.append(f"seed={seed}")
+    args.extend(overrides or [])
+    cmd = [sys.executable, "-c", "from fairchem.core._cli import main; main()",
+           "-c", str(config_dir / config.name), *args]
+    log = run_dir / timestamp_id / "train.log"
+    if not quiet:
+        _say(f"training {config.name} -> {run_dir / timestamp_id} (log: {log})")
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            if not quiet and _is_progress(line):
+                _say("  " + line.strip()[:200])
+        code = proc.wait()
+    final = _final_checkpoint(run_dir, timestamp_id)
+    if code != 0 or not final.is_file():
+        tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"fairchem training failed (exit {code}); last lines of {log}:\n{tail}")
+    return final
+
+
+def _is_progress(line: str) -> bool:
+    keys = ("train/loss", "val/loss", ",mae:", "Started train epoch", "Training Completed",
+            "Error", "error:")
+    return any(k in line for k in keys)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    final = train(args.config, args.train_data, args.val_data, args.bins, args.max_epochs,
+                  args.seed, args.run_dir, args.overrides)
+    _say(str(final))
+    return 0
+
+
+# -- predict -------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fairchem_categorical.fairchem2.predict import predict_files
+    from fairchem_categorical.predictions import write_predictions
+
+    preds = predict_files(args.checkpoint, args.data, batch_size=args.batch_size,
+                          device=args.device, progress=_say)
+    csv_path, npz_path = write_predictions(preds, args.out)
+    _say(f"wrote {csv_path} ({len(preds)} structures) and {npz_path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fairchem_categorical.demo import run_demo
+
+    run_demo(Path(args.out), max_epochs=args.max_epochs, n_systems=args.n_systems,
+             seed=args.seed)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fairchem-categorical", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("make-dataset", help="generate the embedded EMT adsorbate+slab data",
+                       description="Generate EMT-labelled adsorbate+slab frames and write "
+                                   "train/val/test ASE-LMDB folders (with metadata.npz).")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--n-systems", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_make_dataset)
+
+    s = sub.add_parser("convert", help="ASE-readable files with energies+forces -> ASE-LMDB",
+                       description="Convert extxyz / traj / ASE db files to an ASE-LMDB.")
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("--out", required=True, help="output .aselmdb file")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("fit-bins", help="propose the histogram support from training data",
+                       description="Stream the data, fit element references and normalisation "
+                                   "as the configs apply them, and write the bins YAML.")
+    s.add_argument("data", nargs="+", help="training data (ASE-LMDB or any ASE-readable file)")
+    s.add_argument("--num-bins", type=int, default=128)
+    s.add_argument("--level", choices=("per_atom", "total"), default="per_atom")
+    s.add_argument("--margin", type=float, default=0.25,
+                   help="widen the support by this fraction of the observed range per side")
+    s.add_argument("--sigma-ratio", type=float, default=0.75)
+    s.add_argument("--check", nargs="*", help="report how many targets of these files clip")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_fit_bins)
+
+    s = sub.add_parser("train", help="train with fairchem's own entry point",
+                       description="Runs `fairchem -c CONFIG` with the plugin's heads; extra "
+                                   "arguments are Hydra overrides. Last line: final checkpoint.")
+    s.add_argument("config")
+    s.add_argument("--train-data")
+    s.add_argument("--val-data")
+    s.add_argument("--bins", help="bins YAML written by fit-bins")
+    s.add_argument("--max-epochs", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--run-dir", default="runs/fairchem2")
+    s.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. lr=1e-3")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="energies, forces and uncertainties to CSV + NPZ",
+                       description="One CSV row per structure; per-atom arrays in an NPZ.")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("data", nargs="+")
+    s.add_argument("--out", required=True, help="CSV path; the NPZ goes beside it")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("demo", help="the main job on the embedded data",
+                       description="Make data, fit bins, train categorical and scalar eSEN, "
+                                   "predict, print the comparison table, plot distributions.")
+    s.add_argument("--out", default="demo_out")
+    s.add_argument("--max-epochs", type=int, default=None)
+    s.add_argument("--n-systems", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        if args.command != "train":
+            build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides = [*args.overrides, *unknown]
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

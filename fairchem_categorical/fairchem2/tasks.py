@@ -1,0 +1,85 @@
+"""Task pieces that let fairchem's MLIPTrainEvalUnit train on histogram logits.
+
+A categorical task (``property: logits``) reads the binning-space target that
+:class:`~fairchem_categorical.fairchem2.dataset.CategoricalAseDBDataset` adds to
+each item. fairchem applies ``normalizer.norm`` to that target and
+``normalizer.denorm`` to the prediction before its metrics; the
+:class:`HistogramDecoder` makes the first the identity and the second the
+histogram's expected value, so fairchem's own MAE metric reports the decoded
+error in binning space.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from fairchem.core.common.registry import registry
+from fairchem.core.modules.loss import DDPMTLoss
+from fairchem.core.modules.normalization.normalizer import Normalizer
+
+from fairchem_categorical.histogram import HistogramSupport
+from fairchem_categorical.losses import HistogramLoss
+
+
+class HistogramDecoder(Normalizer):
+    """Normalizer for a categorical task: targets pass through, logits decode to the mean."""
+
+    def __init__(self, support: dict[str, Any]) -> None:
+        super().__init__(mean=0.0, rmsd=1.0)
+        self.support = HistogramSupport.from_spec(dict(support))
+
+    def norm(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def denorm(self, normed_tensor: torch.Tensor) -> torch.Tensor:
+        if normed_tensor.shape[-1] != self.support.num_bins:
+            return normed_tensor
+        return self.support.mean(normed_tensor)
+
+
+@registry.register_loss("categorical")
+class CategoricalLoss(DDPMTLoss):
+    """Cross-entropy on histogram logits with fairchem's DDP-correct reduction.
+
+    Targets are binning-space scalars (one per system or per atom) encoded on the
+    fly, or histograms with the support's number of bins.
+    """
+
+    def __init__(
+        self,
+        support: dict[str, Any],
+        ce_weight: float = 1.0,
+        l1_weight: float = 0.0,
+        reduction: str = "mean",
+        coefficient: float = 1.0,
+    ) -> None:
+        histogram_loss = HistogramLoss(HistogramSupport.from_spec(dict(support)), ce_weight,
+                                       l1_weight)
+        super().__init__(loss_fn=histogram_loss, reduction=reduction, coefficient=coefficient)
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        mult_mask: torch.Tensor,
+        natoms: torch.Tensor,
+    ) -> torch.Tensor:
+        if input.shape[0] != target.shape[0] or input.shape[0] != mult_mask.shape[0]:
+            raise ValueError(
+                f"categorical loss: logits {tuple(input.shape)}, targets {tuple(target.shape)} "
+                f"and mask {tuple(mult_mask.shape)} disagree on the number of samples"
+            )
+        mask = mult_mask.reshape(input.shape[0], -1).all(-1)
+        if not self.loss_fn.is_histogram(input, target):
+            target = target.reshape(input.shape[0])
+        # Masked-out samples carry inf placeholders from fairchem's collater.
+        fill = torch.zeros_like(target)
+        if self.loss_fn.is_histogram(input, target):
+            fill[..., 0] = 1.0
+            safe = torch.where(mask.unsqueeze(-1), target, fill)
+        else:
+            safe = torch.where(mask, target, fill)
+        loss = self.loss_fn(input, safe) * mask
+        loss = self._reduction(input, mask, loss, natoms)
+        return self.coefficient * loss

@@ -1,0 +1,59 @@
+"""Categorical losses on histogram logits (pure torch, per sample, unreduced).
+
+Both fairchem lines wrap these with their own DDP-correct reduction, so the
+math lives here once and the adapters only reduce.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fairchem_categorical.histogram import HistogramSupport
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """-sum_k p_k log q_k per sample, in float32 even under bf16 autocast."""
+    if logits.shape != target_probs.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target histograms {tuple(target_probs.shape)} "
+            "must have the same shape"
+        )
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return -(target_probs.to(logp.dtype) * logp).sum(-1)
+
+
+class HistogramLoss(nn.Module):
+    """Cross-entropy against histogram targets, optionally plus L1 on the decoded mean.
+
+    ``target`` is either histograms (..., K) or scalars (...) encoded on the fly
+    with the support's encoding, so a binned dataset and a scalar one train alike.
+    Returns the unreduced per-sample loss (shape of the leading dims).
+    """
+
+    def __init__(
+        self, support: HistogramSupport, ce_weight: float = 1.0, l1_weight: float = 0.0
+    ) -> None:
+        super().__init__()
+        if ce_weight < 0 or l1_weight < 0:
+            raise ValueError(f"loss weights must be >= 0, got ce={ce_weight}, l1={l1_weight}")
+        self.support = support
+        self.ce_weight = ce_weight
+        self.l1_weight = l1_weight
+
+    def is_histogram(self, logits: torch.Tensor, target: torch.Tensor) -> bool:
+        return target.dim() == logits.dim() and target.shape[-1] == self.support.num_bins
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.is_histogram(logits, target):
+            probs = target
+            scalar = (target.float() * self.support.centers).sum(-1)
+        else:
+            scalar = target.reshape(logits.shape[:-1])
+            probs = self.support.encode(scalar)
+        loss = self.ce_weight * soft_cross_entropy(logits, probs)
+        if self.l1_weight:
+            decoded = self.support.mean(logits)
+            loss = loss + self.l1_weight * (decoded - scalar.to(decoded.dtype)).abs()
+        return loss

@@ -1,0 +1,102 @@
+"""Prediction records and their CSV/NPZ files, shared by both fairchem lines.
+
+One CSV row per structure; per-atom arrays (forces and their uncertainties) go
+to an ``.npz`` beside the CSV, concatenated over structures with ``natoms``
+giving the split. Units: eV, eV/A, nats.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CSV_COLUMNS = (
+    "index", "sid", "natoms", "energy", "energy_std", "energy_entropy", "energy_edge_mass",
+    "energy_low90", "energy_high90", "energy_target", "forces_mae",
+    "forces_uncertainty_mean",
+)
+
+
+@dataclass
+class StructurePrediction:
+    index: int
+    sid: str
+    natoms: int
+    energy: float
+    forces: np.ndarray
+    energy_std: float = math.nan
+    energy_entropy: float = math.nan
+    energy_edge_mass: float = math.nan
+    energy_low90: float = math.nan
+    energy_high90: float = math.nan
+    energy_target: float = math.nan
+    forces_target: np.ndarray | None = None
+    fixed: np.ndarray | None = None
+    forces_std: np.ndarray | None = None
+    forces_entropy: np.ndarray | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def forces_mae(self) -> float:
+        """Mean absolute force-component error over free atoms (fairchem's metric)."""
+        if self.forces_target is None:
+            return math.nan
+        free = np.ones(self.natoms, bool) if self.fixed is None else self.fixed == 0
+        if not free.any():
+            free = np.ones(self.natoms, bool)
+        return float(np.abs(self.forces[free] - self.forces_target[free]).mean())
+
+    @property
+    def forces_uncertainty_mean(self) -> float:
+        """Mean per-atom entropy of the force-magnitude histogram (nats), if the head has one."""
+        return math.nan if self.forces_entropy is None else float(self.forces_entropy.mean())
+
+    def row(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in CSV_COLUMNS}
+
+
+def write_predictions(preds: list[StructurePrediction], out_csv: str | Path) -> tuple[Path, Path]:
+    """Write the CSV and the NPZ beside it; returns both paths."""
+    if not preds:
+        raise ValueError("no predictions to write (empty dataset?)")
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for p in preds:
+            writer.writerow({k: _fmt(v) for k, v in p.row().items()})
+    arrays: dict[str, np.ndarray] = {
+        "natoms": np.array([p.natoms for p in preds]),
+        "forces": np.concatenate([p.forces for p in preds]),
+    }
+    for name in ("forces_target", "fixed", "forces_std", "forces_entropy"):
+        if all(getattr(p, name) is not None for p in preds):
+            arrays[name] = np.concatenate([getattr(p, name) for p in preds])
+    out_npz = out_csv.with_suffix(".npz")
+    np.savez(out_npz, **arrays)
+    return out_csv, out_npz
+
+
+def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """The CSV as columns of floats (sid as strings)."""
+    with Path(path).open() as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{path} holds no predictions")
+    out: dict[str, np.ndarray] = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        out[key] = np.array(values) if key == "sid" else np.array(
+            [float(v) if v != "" else math.nan for v in values])
+    return out
+
+
+def _fmt(value: object) -> object:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return value
