@@ -29,7 +29,7 @@ class SupportSpec:
     sigma_ratio: float = DEFAULT_SIGMA_RATIO
 
     def __post_init__(self) -> None:
-        for name in ("low", "high", "sigma_ratio"):
+        for name in ("low", "high", "sigma_ratio", "num_bins"):
             value = getattr(self, name)
             if not math.isfinite(float(value)):
                 raise ValueError(f"support {name} must be finite, got {value}")
@@ -78,11 +78,12 @@ class HistogramSupport(nn.Module):
         self.spec = SupportSpec(
             low=float(low),
             high=float(high),
-            num_bins=int(num_bins),
+            num_bins=num_bins,
             encoding=encoding,
             sigma=None if sigma is None else float(sigma),
             sigma_ratio=float(sigma_ratio),
         )
+        self.spec = SupportSpec(**{**self.spec.to_dict(), "num_bins": int(self.spec.num_bins)})
         edges = torch.linspace(self.spec.low, self.spec.high, self.spec.num_bins + 1,
                                dtype=torch.float64)
         self.register_buffer("edges", edges.float())
@@ -207,8 +208,7 @@ class HistogramSupport(nn.Module):
 
     def entropy(self, logits: torch.Tensor) -> torch.Tensor:
         """Shannon entropy in nats."""
-        logp = self.log_probs(logits)
-        return -(logp.exp() * logp).sum(-1)
+        return torch.special.entr(self.probs(logits)).sum(-1)
 
     def normalized_entropy(self, logits: torch.Tensor) -> torch.Tensor:
         return self.entropy(logits) / math.log(self.num_bins)
@@ -263,9 +263,19 @@ class HistogramSupport(nn.Module):
         return self.spec.to_dict()
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._check_stored(state)
+
+    def _check_stored(self, state: dict[str, Any]) -> None:
         stored = SupportSpec(**state)
         if not same_support(stored, self.spec):
             raise SupportMismatchError(stored, self.spec)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # Check before torch copies the buffers, so a refused load changes nothing.
+        stored = state_dict.get(prefix + "_extra_state")
+        if stored is not None:
+            self._check_stored(stored)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class SupportMismatchError(ValueError):

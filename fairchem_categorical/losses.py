@@ -50,7 +50,13 @@ class HistogramLoss(nn.Module):
             probs = target
             scalar = (target.float() * self.support.centers).sum(-1)
         else:
-            scalar = target.reshape(logits.shape[:-1])
+            lead = logits.shape[:-1]
+            if tuple(target.shape) not in (tuple(lead), (*lead, 1)):
+                raise ValueError(
+                    f"targets of shape {tuple(target.shape)} match neither the logits' "
+                    f"samples {tuple(lead)} nor histograms {(*lead, self.support.num_bins)}"
+                )
+            scalar = target.reshape(lead)
             probs = self.support.encode(scalar)
         loss = self.ce_weight * soft_cross_entropy(logits, probs)
         if self.l1_weight:

@@ -2,7 +2,8 @@
 
 One CSV row per structure; per-atom arrays (forces and their uncertainties) go
 to an ``.npz`` beside the CSV, concatenated over structures with ``natoms``
-giving the split. Units: eV, eV/A, nats.
+giving the split, and, for categorical models, each structure's energy
+histogram (``energy_bin_centers`` in eV, ``energy_probs``). Units: eV, eV/A, nats.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class StructurePrediction:
     fixed: np.ndarray | None = None
     forces_std: np.ndarray | None = None
     forces_entropy: np.ndarray | None = None
+    # the predicted energy histogram: bin centers in eV of total energy, probabilities
+    energy_bin_centers: np.ndarray | None = None
+    energy_probs: np.ndarray | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -77,6 +81,9 @@ def write_predictions(preds: list[StructurePrediction], out_csv: str | Path) -> 
     for name in ("forces_target", "fixed", "forces_std", "forces_entropy"):
         if all(getattr(p, name) is not None for p in preds):
             arrays[name] = np.concatenate([getattr(p, name) for p in preds])
+    if all(p.energy_probs is not None for p in preds):
+        arrays["energy_bin_centers"] = np.stack([p.energy_bin_centers for p in preds])
+        arrays["energy_probs"] = np.stack([p.energy_probs for p in preds])
     out_npz = out_csv.with_suffix(".npz")
     np.savez(out_npz, **arrays)
     return out_csv, out_npz

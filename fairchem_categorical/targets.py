@@ -46,6 +46,11 @@ class EnergyTransform:
             )
 
     def reference(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        if atomic_numbers.numel() and int(atomic_numbers.max()) >= len(self.element_references):
+            raise ValueError(
+                f"atomic number {int(atomic_numbers.max())} has no element reference "
+                f"(references cover Z < {len(self.element_references)})"
+            )
         refs = torch.as_tensor(self.element_references, dtype=torch.float64)
         return refs.to(atomic_numbers.device)[atomic_numbers.long()].sum()
 
@@ -84,6 +89,8 @@ def fit_element_references(compositions: list[np.ndarray], energies: np.ndarray,
     """Least-squares per-element energies (index = atomic number), as fairchem's linear refs."""
     counts = np.zeros((len(compositions), MAX_Z))
     for row, z in enumerate(compositions):
+        if len(z) and int(np.max(z)) >= MAX_Z:
+            raise ValueError(f"structure {row}: atomic number {int(np.max(z))} >= {MAX_Z}")
         np.add.at(counts[row], np.asarray(z, dtype=int), 1.0)
     present = counts.sum(0) > 0
     a = counts[:, present]
@@ -149,7 +156,7 @@ def fit_bins(
         raise ValueError("cannot fit bins on an empty dataset (no structures)")
     e = np.asarray(energies)
     refs = fit_element_references(zs, e) if fit_references else np.zeros(MAX_Z)
-    referenced = np.array([en - refs[z].sum() for z, en in zip(zs, e)])
+    referenced = np.array([en - refs[z].sum() for z, en in zip(zs, e, strict=True)])
     if level == "per_atom":
         referenced = referenced / np.array([len(z) for z in zs])
     elif level not in LEVELS:

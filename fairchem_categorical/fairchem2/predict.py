@@ -90,11 +90,16 @@ def _collect(out, batch, chunk, start, energy_task, forces_task, energy_head, fo
         energy = energy + refs
         natoms = batch.natoms
         fields: dict[str, torch.Tensor] = {}
+        histograms = None
         if energy_head is not None:
             logits = out[energy_head.logits_task]["logits"].detach()
             lo, hi = energy_head.support.interval(logits, INTERVAL)
             et = energy_head.energy_transform.transform()
             offset = refs.double()
+            centers = et.to_energy(energy_head.support.centers.double().expand_as(logits),
+                                   natoms.unsqueeze(-1)) + offset.unsqueeze(-1)
+            histograms = (centers.cpu().numpy(),
+                          energy_head.support.probs(logits).cpu().numpy())
             fields = {
                 "energy_std": e_out["energy_std"],
                 "energy_entropy": e_out["energy_entropy"],
@@ -129,6 +134,8 @@ def _collect(out, batch, chunk, start, energy_task, forces_task, energy_head, fo
             fixed=fixed,
             forces_std=None if f_std is None else f_std[sl].cpu().numpy(),
             forces_entropy=None if f_ent is None else f_ent[sl].cpu().numpy(),
+            energy_bin_centers=None if histograms is None else histograms[0][i],
+            energy_probs=None if histograms is None else histograms[1][i],
             **{k: float(v[i]) for k, v in fields.items()},
         ))
     return preds
