@@ -110,6 +110,7 @@ class BinsFit:
     num_structures: int
     target_range: tuple[float, float]
     force_max: float
+    force_mean: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +122,7 @@ class BinsFit:
                 "target_min": self.target_range[0],
                 "target_max": self.target_range[1],
                 "force_max": self.force_max,
+                "force_mean": self.force_mean,
             },
         }
 
@@ -140,7 +142,7 @@ def fit_bins(
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    zs, energies, fmax = [], [], 0.0
+    zs, energies, fmax, fsum, fcount = [], [], 0.0, 0.0, 0
     for i, (z, energy, forces) in enumerate(structures):
         if not np.isfinite(energy):
             raise ValueError(f"structure {i}: energy is not finite ({energy})")
@@ -151,7 +153,9 @@ def fit_bins(
             if not np.isfinite(forces).all():
                 raise ValueError(f"structure {i}: forces contain NaN or inf")
             if forces.size:
-                fmax = max(fmax, float(np.linalg.norm(forces, axis=-1).max()))
+                norms = np.linalg.norm(forces, axis=-1)
+                fmax = max(fmax, float(norms.max()))
+                fsum, fcount = fsum + float(norms.sum()), fcount + norms.size
     if not energies:
         raise ValueError("cannot fit bins on an empty dataset (no structures)")
     e = np.asarray(energies)
@@ -176,4 +180,5 @@ def fit_bins(
     force_support = SupportSpec(low=0.0, high=force_high, num_bins=num_bins,
                                 sigma_ratio=sigma_ratio)
     return BinsFit(energy=transform, support=support, force_support=force_support,
-                   num_structures=len(e), target_range=(lo, hi), force_max=fmax)
+                   num_structures=len(e), target_range=(lo, hi), force_max=fmax,
+                   force_mean=fsum / fcount if fcount else 1.0)

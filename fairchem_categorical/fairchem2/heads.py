@@ -32,6 +32,15 @@ def _mlp(in_channels: int, hidden: int, out: int) -> nn.Sequential:
     )
 
 
+def _prior_linear(in_features: int, prior_logits: torch.Tensor) -> nn.Linear:
+    """Output layer that starts at ``prior_logits`` for every input (zero weights)."""
+    layer = nn.Linear(in_features, prior_logits.numel())
+    nn.init.zeros_(layer.weight)
+    with torch.no_grad():
+        layer.bias.copy_(prior_logits)
+    return layer
+
+
 def _mean_pool(x: torch.Tensor, batch: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(natoms.numel(), x.shape[-1], dtype=x.dtype, device=x.device)
     out.index_add_(0, batch, x)
@@ -83,7 +92,7 @@ class CategoricalEnergyHead(nn.Module, HeadInterface):
             nn.Linear(backbone.sphere_channels, hidden), nn.SiLU(),
             nn.Linear(hidden, hidden), nn.SiLU(),
         )
-        self.logits_block = nn.Linear(hidden, self.support.num_bins)
+        self.logits_block = _prior_linear(hidden, self.support.prior_logits("normal"))
         self.regress_config = backbone.regress_config
         backbone.energy_block = None
         backbone.force_block = None
@@ -135,7 +144,8 @@ class CategoricalDirectForceHead(nn.Module, HeadInterface):
 
     Invariant l=0 features give logits over force-magnitude bins; an SO(3)
     linear map of the l=0,1 features gives the direction. The magnitude
-    histogram's entropy is the per-atom force uncertainty.
+    histogram's entropy is the per-atom force uncertainty. ``prior_mean`` (the
+    data's mean |F|, from fit-bins) sets the exponential starting distribution.
     """
 
     def __init__(
@@ -146,13 +156,17 @@ class CategoricalDirectForceHead(nn.Module, HeadInterface):
         forces_task: str = "forces",
         logits_task: str = "force_magnitude",
         eps: float = 1e-6,
+        prior_mean: float | None = None,
     ) -> None:
         super().__init__()
         self.support = HistogramSupport.from_spec(dict(force_support))
         if self.support.low < 0:
             raise ValueError(f"force-magnitude support must start at >= 0, got {self.support.low}")
         hidden = hidden_channels or backbone.hidden_channels
+        scale = prior_mean or (self.support.high - self.support.low) / 10
         self.magnitude_block = _mlp(backbone.sphere_channels, hidden, self.support.num_bins)
+        self.magnitude_block[-1] = _prior_linear(
+            hidden, self.support.prior_logits("exponential", scale))
         self.direction = SO3_Linear(backbone.sphere_channels, 1, lmax=1)
         self.forces_task, self.logits_task = forces_task, logits_task
         self.eps = eps

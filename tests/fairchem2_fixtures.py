@@ -1,0 +1,199 @@
+"""Shared builders for the fairchem-core 2.x adapter tests (helpers, not a conftest).
+
+Tiny eSEN / UMA-MoE backbones, AtomicData batches built the way fairchem builds them,
+and numpy versions of the histogram math so expected numbers never come from the code
+under test. Importing this module imports ``fairchem.core`` (slow, once per process).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
+from fairchem.core.models.base import HydraModel
+
+import fairchem_categorical.fairchem2  # noqa: F401  (registers the heads, loss and dataset)
+from fairchem_categorical.data import generate_frames
+
+SUPPORT: dict[str, Any] = {"low": -4.0, "high": 6.0, "num_bins": 32}
+FORCE_SUPPORT: dict[str, Any] = {"low": 0.0, "high": 5.0, "num_bins": 24}
+ENERGY: dict[str, Any] = {
+    "element_references": [0.0] * 100,
+    "mean": 0.1,
+    "std": 0.05,
+    "level": "per_atom",
+}
+
+ENERGY_HEAD = "fairchem_categorical.fairchem2.heads.CategoricalEnergyHead"
+FORCE_HEAD = "fairchem_categorical.fairchem2.heads.CategoricalDirectForceHead"
+ESCN = "fairchem.core.models.uma.escn_md.eSCNMDBackbone"
+ESCN_MOE = "fairchem.core.models.uma.escn_moe.eSCNMDMoeBackbone"
+DATASET = "oc20"
+
+
+def backbone_config(direct_forces: bool = False, moe: bool = False, **overrides: Any
+                    ) -> dict[str, Any]:
+    """A tiny escn_md (or escn_moe) backbone config in fairchem's ``model:`` form."""
+    cfg: dict[str, Any] = {
+        "model": ESCN_MOE if moe else ESCN,
+        "max_num_elements": 100,
+        "sphere_channels": 8,
+        "lmax": 1,
+        "mmax": 1,
+        "num_layers": 1,
+        "hidden_channels": 8,
+        "num_distance_basis": 16,
+        "edge_channels": 8,
+        "cutoff": 6.0,
+        "max_neighbors": 20,
+        "otf_graph": True,
+        "use_dataset_embedding": False,
+        "regress_forces": True,
+        "direct_forces": direct_forces,
+        "regress_stress": False,
+        "always_use_pbc": True,
+    }
+    if moe:
+        # fairchem's own MoE test settings (UMA's mixture-of-linear-experts backbone)
+        cfg.update(
+            num_experts=2,
+            moe_dropout=0.0,
+            moe_layer_type="pytorch",
+            use_global_embedding=False,
+            use_composition_embedding=True,
+            dataset_list=[DATASET],
+        )
+    cfg.update(overrides)
+    return cfg
+
+
+def build_model(
+    direct_forces: bool = False,
+    *,
+    moe: bool = False,
+    support: dict[str, Any] | None = None,
+    energy: dict[str, Any] | None = None,
+    force_support: dict[str, Any] | None = None,
+    seed: int = 0,
+    head_weight_std: float | None = 2.0,
+    **backbone_overrides: Any,
+) -> HydraModel:
+    """HydraModel wired like configs/fairchem2/*categorical*.yaml (pass-through outputs).
+
+    The heads start at a fixed prior histogram (zero output weights), so a fresh model's
+    energy does not depend on the geometry: no forces, no gradient into the backbone.
+    ``head_weight_std`` draws the output layers' weights from N(0, std^2) instead, as
+    after some training; ``None`` keeps the heads as built.
+    """
+    torch.manual_seed(seed)
+    heads: dict[str, dict[str, Any]] = {
+        "energy": {
+            "module": ENERGY_HEAD,
+            "support": dict(support or SUPPORT),
+            "energy": dict(energy or ENERGY),
+        }
+    }
+    if direct_forces:
+        heads["forces"] = {"module": FORCE_HEAD,
+                           "force_support": dict(force_support or FORCE_SUPPORT)}
+    model = HydraModel(
+        backbone=backbone_config(direct_forces, moe, **backbone_overrides),
+        heads=heads,
+        pass_through_head_outputs=True,
+    )
+    if head_weight_std is not None:
+        gen = torch.Generator().manual_seed(1000 + seed)
+        layers = [model.output_heads["energy"].logits_block]
+        if direct_forces:
+            layers.append(model.output_heads["forces"].magnitude_block[-1])
+        with torch.no_grad():
+            for layer in layers:
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen)
+                                   * head_weight_std)
+    return model
+
+
+@functools.lru_cache(maxsize=4)
+def _frames(n_systems: int, frames_per_system: int) -> tuple[Atoms, ...]:
+    return tuple(generate_frames(n_systems=n_systems, frames_per_system=frames_per_system,
+                                 seed=0))
+
+
+def small_frames(n_systems: int = 2, frames_per_system: int = 1) -> list[Atoms]:
+    """EMT adsorbate+slab frames (18 and 29 atoms for the default two), generated once."""
+    out = []
+    for atoms in _frames(n_systems, frames_per_system):
+        copy = atoms.copy()
+        copy.calc = SinglePointCalculator(copy, **atoms.calc.results)
+        out.append(copy)
+    return out
+
+
+def rotated(atoms: Atoms, rotation: np.ndarray) -> Atoms:
+    """Positions and cell rotated by ``rotation`` (x -> R x); labels rotated alike."""
+    out = atoms.copy()
+    out.set_cell(np.asarray(atoms.get_cell()) @ rotation.T, scale_atoms=False)
+    out.positions = atoms.get_positions() @ rotation.T
+    results = atoms.calc.results
+    out.calc = SinglePointCalculator(out, energy=results["energy"],
+                                     forces=np.asarray(results["forces"]) @ rotation.T)
+    return out
+
+
+def to_data(atoms: Atoms, dtype: torch.dtype = torch.float32) -> AtomicData:
+    data = AtomicData.from_ase(atoms, r_energy=True, r_forces=True, task_name=DATASET,
+                               target_dtype=dtype)
+    data.dataset = DATASET
+    return data
+
+
+def to_batch(frames: Sequence[Atoms], dtype: torch.dtype = torch.float32) -> AtomicData:
+    return atomicdata_list_to_batch([to_data(a, dtype) for a in frames])
+
+
+def run(model: torch.nn.Module, batch: AtomicData, seed: int = 0) -> dict[str, Any]:
+    """Forward pass with the RNG seeded: escn_md draws a random roll angle for every
+    edge frame on each call, so repeated calls only agree bitwise with the same seed."""
+    torch.manual_seed(seed)
+    return model(batch)
+
+
+# -- numpy reference math ---------------------------------------------------------------
+
+
+def np_centers(spec: dict[str, Any]) -> np.ndarray:
+    edges = np.linspace(spec["low"], spec["high"], spec["num_bins"] + 1)
+    return (edges[1:] + edges[:-1]) / 2
+
+
+def np_probs(logits: torch.Tensor) -> np.ndarray:
+    z = logits.detach().double().cpu().numpy()
+    z = z - z.max(-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(-1, keepdims=True)
+
+
+def np_hl_gauss(spec: dict[str, Any], y: np.ndarray) -> np.ndarray:
+    """HL-Gauss histograms (rows) for targets ``y``: the Gaussian mass in each bin,
+    renormalised over the support; sigma is ``sigma`` or ``sigma_ratio`` bin widths."""
+    from scipy.stats import norm
+
+    edges = np.linspace(spec["low"], spec["high"], spec["num_bins"] + 1)
+    sigma = spec.get("sigma") or spec.get("sigma_ratio", 0.75) * (
+        spec["high"] - spec["low"]) / spec["num_bins"]
+    y = np.clip(np.atleast_1d(np.asarray(y, dtype=np.float64)), spec["low"], spec["high"])
+    cdf = norm.cdf((edges[None, :] - y[:, None]) / sigma)
+    mass = np.diff(cdf, axis=-1)
+    return mass / mass.sum(-1, keepdims=True)
+
+
+def np_log_softmax(logits: torch.Tensor) -> np.ndarray:
+    z = logits.detach().double().cpu().numpy()
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))

@@ -1,0 +1,153 @@
+"""End to end through fairchem's own entry point: train, predict, reload, fine-tune."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import CONFIGS, TINY_BACKBONE
+
+pytestmark = [pytest.mark.fairchem2, pytest.mark.slow]
+
+
+def _cli(*args: str) -> list[str]:
+    proc = subprocess.run([sys.executable, "-m", "fairchem_categorical.cli", *args],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()
+
+
+def _train(config: str, data: dict[str, Path], bins: Path, run_dir: Path) -> Path:
+    lines = _cli("train", str(CONFIGS / config), "--train-data", str(data["train"]),
+                 "--val-data", str(data["val"]), "--bins", str(bins), "--max-epochs", "2",
+                 "--run-dir", str(run_dir), *TINY_BACKBONE)
+    ckpt = Path(lines[-1])  # the CLI's last line is the final checkpoint
+    assert ckpt.name == "inference_ckpt.pt" and ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def categorical_ckpt(small_dataset, small_bins, tmp_path_factory) -> Path:
+    return _train("esen_categorical_conserving.yaml", small_dataset, small_bins,
+                  tmp_path_factory.mktemp("cat_run"))
+
+
+@pytest.fixture(scope="module")
+def scalar_ckpt(small_dataset, small_bins, tmp_path_factory) -> Path:
+    return _train("esen_scalar_conserving.yaml", small_dataset, small_bins,
+                  tmp_path_factory.mktemp("scalar_run"))
+
+
+def test_train_predict_csv_npz(categorical_ckpt, small_dataset, tmp_path):
+    from fairchem_categorical.predictions import read_predictions
+
+    out = tmp_path / "preds.csv"
+    _cli("predict", "--checkpoint", str(categorical_ckpt), str(small_dataset["test"]),
+         "--out", str(out))
+    cols = read_predictions(out)
+    n = len(cols["index"])
+    assert n == 6  # one test system x 6 frames
+    for key in ("energy", "energy_std", "energy_entropy", "energy_edge_mass", "energy_target",
+                "forces_mae", "energy_low90", "energy_high90"):
+        assert np.isfinite(cols[key]).all(), key
+    assert (cols["energy_std"] > 0).all()
+    assert ((cols["energy_entropy"] > 0) & (cols["energy_entropy"] <= np.log(64) + 1e-6)).all()
+    assert (cols["energy_low90"] < cols["energy"]).all()
+    assert (cols["energy"] < cols["energy_high90"]).all()
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["forces"].shape == (int(cols["natoms"].sum()), 3)
+    assert np.isfinite(arrays["forces"]).all()
+    # the stored histogram decodes to the CSV's energy
+    decoded = (arrays["energy_probs"] * arrays["energy_bin_centers"]).sum(1)
+    np.testing.assert_allclose(decoded, cols["energy"], rtol=1e-5, atol=1e-4)
+
+
+def test_reload_reproduces_predictions_exactly(categorical_ckpt, small_dataset):
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    frames = read_frames([small_dataset["test"]])[:3]
+    a = predict_atoms(categorical_ckpt, frames)
+    b = predict_atoms(categorical_ckpt, frames)
+    assert [p.energy for p in a] == [p.energy for p in b]
+    assert all(np.array_equal(p.forces, q.forces) for p, q in zip(a, b, strict=True))
+
+
+def test_checkpoint_support_mismatch_is_a_clear_error(categorical_ckpt):
+    from fairchem.core.units.mlip_unit.utils import load_inference_model
+
+    from fairchem_categorical.histogram import SupportMismatchError
+
+    ckpt = torch.load(categorical_ckpt, map_location="cpu", weights_only=False)
+    support = dict(ckpt.model_config["heads"]["energy"]["support"])
+    support["high"] = support["high"] + 1.0
+    with pytest.raises(SupportMismatchError, match="high"):
+        load_inference_model(str(categorical_ckpt),
+                             overrides={"heads": {"energy": {"support": support}}})
+
+
+def test_scalar_baseline_predicts_without_uncertainty(scalar_ckpt, small_dataset, tmp_path):
+    from fairchem_categorical.predictions import read_predictions
+
+    out = tmp_path / "scalar.csv"
+    _cli("predict", "--checkpoint", str(scalar_ckpt), str(small_dataset["test"]),
+         "--out", str(out))
+    cols = read_predictions(out)
+    assert np.isfinite(cols["energy"]).all() and np.isfinite(cols["forces_mae"]).all()
+    assert np.isnan(cols["energy_std"]).all()  # a scalar head has no distribution
+
+
+def test_finetune_scalar_checkpoint_with_categorical_heads(scalar_ckpt, small_dataset,
+                                                           small_bins, tmp_path):
+    """fairchem's fine-tuning path: backbone weights carried over, new heads learn."""
+    from fairchem.core.units.mlip_unit.utils import load_inference_model
+
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    run_dir = tmp_path / "ft"
+    lines = _cli("train", str(CONFIGS / "esen_categorical_finetune.yaml"),
+                 "--train-data", str(small_dataset["train"]),
+                 "--val-data", str(small_dataset["val"]), "--bins", str(small_bins),
+                 "--max-epochs", "3", "--run-dir", str(run_dir),
+                 f"starting_checkpoint={scalar_ckpt}")
+    final = Path(lines[-1])
+    step0 = final.parent.parent / "step_0" / "inference_ckpt.pt"
+    assert step0.is_file()
+
+    scalar_model, _ = load_inference_model(str(scalar_ckpt))
+    start_model, _ = load_inference_model(str(step0))
+    scalar_bb = scalar_model.backbone.state_dict()
+    start_bb = start_model.backbone.state_dict()
+    assert scalar_bb.keys() == start_bb.keys()
+    for key, value in scalar_bb.items():
+        assert torch.equal(value, start_bb[key]), key
+    assert type(start_model.output_heads["energy"]).__name__ == "CategoricalEnergyHead"
+
+    frames = read_frames([small_dataset["train"]])
+
+    def energy_mae(ckpt: Path) -> float:
+        preds = predict_atoms(ckpt, frames)
+        return float(np.mean([abs(p.energy - p.energy_target) for p in preds]))
+
+    assert energy_mae(final) < energy_mae(step0)
+
+
+def test_direct_force_config_trains_and_reports_force_uncertainty(small_dataset, small_bins,
+                                                                 tmp_path):
+    from fairchem_categorical.predictions import read_predictions
+
+    ckpt = _train("esen_categorical_direct.yaml", small_dataset, small_bins, tmp_path / "run")
+    out = tmp_path / "direct.csv"
+    _cli("predict", "--checkpoint", str(ckpt), str(small_dataset["test"]), "--out", str(out))
+    cols = read_predictions(out)
+    assert np.isfinite(cols["forces_mae"]).all()
+    assert (cols["forces_uncertainty_mean"] > 0).all()
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["forces_entropy"].shape == (int(cols["natoms"].sum()),)
+    assert (arrays["forces_std"] >= 0).all()
