@@ -258,22 +258,6 @@ class HistogramSupport(nn.Module):
             "edge_mass": self.edge_mass(logits),
         }
 
-    def prior_logits(self, kind: str = "normal", scale: float = 1.0) -> torch.Tensor:
-        """Logits of a smooth starting distribution, to initialise an output layer.
-
-        ``normal``: N(0, scale^2) (a standardised target); ``exponential``: rate 1/scale
-        (a magnitude). Starting there instead of at random logits means step 0
-        predicts the data's typical value with a sensible spread.
-        """
-        if not scale > 0:
-            raise ValueError(f"prior scale must be > 0, got {scale}")
-        c = self.centers
-        if kind == "normal":
-            return -0.5 * (c / scale) ** 2
-        if kind == "exponential":
-            return -(c - self.low) / scale
-        raise ValueError(f"unknown prior {kind!r}; choose 'normal' or 'exponential'")
-
     # -- checkpoints ------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
         return self.spec.to_dict()

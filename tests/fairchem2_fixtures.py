@@ -7,8 +7,9 @@ under test. Importing this module imports ``fairchem.core`` (slow, once per proc
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,18 @@ FORCE_HEAD = "fairchem_categorical.fairchem2.heads.CategoricalDirectForceHead"
 ESCN = "fairchem.core.models.uma.escn_md.eSCNMDBackbone"
 ESCN_MOE = "fairchem.core.models.uma.escn_moe.eSCNMDMoeBackbone"
 DATASET = "oc20"
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread: these models are tiny, and on a busy 2-core machine
+    OpenMP threads waiting on each other make them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def backbone_config(direct_forces: bool = False, moe: bool = False, **overrides: Any
@@ -86,12 +99,11 @@ def build_model(
 ) -> HydraModel:
     """HydraModel wired like configs/fairchem2/*categorical*.yaml (pass-through outputs).
 
-    The heads start at a fixed prior histogram (zero output weights), so a fresh model's
-    energy does not depend on the geometry: no forces, no gradient into the backbone.
-    ``head_weight_std`` draws the output layers' weights from N(0, std^2) instead, as
-    after some training; ``None`` keeps the heads as built.
+    The heads' output layers start at a fixed prior histogram (zero weights), so a fresh
+    model's energy does not depend on the geometry: no forces, no gradient into the
+    backbone. ``head_weight_std`` redraws the weights of every linear map inside those
+    output layers from N(0, std^2), as after some training; ``None`` keeps them as built.
     """
-    torch.manual_seed(seed)
     heads: dict[str, dict[str, Any]] = {
         "energy": {
             "module": ENERGY_HEAD,
@@ -102,20 +114,24 @@ def build_model(
     if direct_forces:
         heads["forces"] = {"module": FORCE_HEAD,
                            "force_support": dict(force_support or FORCE_SUPPORT)}
-    model = HydraModel(
-        backbone=backbone_config(direct_forces, moe, **backbone_overrides),
-        heads=heads,
-        pass_through_head_outputs=True,
-    )
+    with torch.random.fork_rng(devices=[]):  # leave the session's global RNG alone
+        torch.manual_seed(seed)
+        model = HydraModel(
+            backbone=backbone_config(direct_forces, moe, **backbone_overrides),
+            heads=heads,
+            pass_through_head_outputs=True,
+        )
     if head_weight_std is not None:
         gen = torch.Generator().manual_seed(1000 + seed)
-        layers = [model.output_heads["energy"].logits_block]
+        outputs = [model.output_heads["energy"].logits_block]
         if direct_forces:
-            layers.append(model.output_heads["forces"].magnitude_block[-1])
+            outputs.append(model.output_heads["forces"].magnitude_block[-1])
         with torch.no_grad():
-            for layer in layers:
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen)
-                                   * head_weight_std)
+            for output in outputs:
+                for layer in output.modules():
+                    if isinstance(layer, torch.nn.Linear):
+                        layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen)
+                                           * head_weight_std)
     return model
 
 
@@ -160,8 +176,9 @@ def to_batch(frames: Sequence[Atoms], dtype: torch.dtype = torch.float32) -> Ato
 def run(model: torch.nn.Module, batch: AtomicData, seed: int = 0) -> dict[str, Any]:
     """Forward pass with the RNG seeded: escn_md draws a random roll angle for every
     edge frame on each call, so repeated calls only agree bitwise with the same seed."""
-    torch.manual_seed(seed)
-    return model(batch)
+    with torch.random.fork_rng(devices=[]):  # leave the session's global RNG alone
+        torch.manual_seed(seed)
+        return model(batch)
 
 
 # -- numpy reference math ---------------------------------------------------------------

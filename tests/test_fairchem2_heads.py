@@ -6,6 +6,7 @@ differences, rotated inputs) rather than read back from the heads.
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ pytest.importorskip("fairchem.core")
 
 from scipy.spatial.transform import Rotation  # noqa: E402
 
+from fairchem_categorical.histogram import HistogramSupport, SupportMismatchError  # noqa: E402
 from tests.fairchem2_fixtures import (  # noqa: E402
     ENERGY,
     FORCE_SUPPORT,
@@ -23,12 +25,12 @@ from tests.fairchem2_fixtures import (  # noqa: E402
     build_model,
     np_centers,
     np_probs,
+    one_torch_thread,
     rotated,
     run,
     small_frames,
     to_batch,
 )
-from fairchem_categorical.histogram import HistogramSupport, SupportMismatchError  # noqa: E402
 
 pytestmark = pytest.mark.fairchem2
 
@@ -36,6 +38,12 @@ K = SUPPORT["num_bins"]
 # No neighbour-list truncation: the graph (and so the energy) is then a smooth function
 # of the positions and does not change under rotation.
 ALL_NEIGHBORS = 300
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -92,22 +100,44 @@ def test_energy_head_decodes_logits_by_hand(conservative_out) -> None:
     assert np.all(sd < 0.9 * np.sqrt(((c - c.mean()) ** 2).mean()))
 
 
+def test_energy_head_total_level_decodes_without_natoms(frames) -> None:
+    energy = {**ENERGY, "level": "total", "mean": -1.5, "std": 2.0}
+    out = run(build_model(energy=energy).eval(), to_batch(frames))
+    p = np_probs(out["energy_categorical"]["logits"])
+    c = np_centers(SUPPORT)
+    mu = p @ c
+    np.testing.assert_allclose(out["energy"]["energy"].detach().double().numpy(),
+                               mu * 2.0 - 1.5, rtol=1e-6)
+    np.testing.assert_allclose(out["energy"]["energy_std"].detach().double().numpy(),
+                               2.0 * np.sqrt(p @ c**2 - mu**2), rtol=1e-5)
+    assert out["forces"]["forces"].shape == (sum(len(a) for a in frames), 3)
+
+
+def _energy(model, frames, shift: torch.Tensor | None = None) -> float:
+    batch = to_batch(frames)
+    if shift is not None:
+        batch.pos += shift
+    return float(run(model, batch)["energy"]["energy"].detach().sum())
+
+
 def test_energy_head_forces_are_minus_energy_gradient(conservative_out, frames) -> None:
+    # The head decodes in float32, so the energy is resolved to ~1e-7 relative; a 1e-2 A
+    # step keeps that noise (and the O(h^2) truncation error) near 1e-4 of the force.
     model, _, out = conservative_out
-    forces = out["forces"]["forces"].detach().double()
+    forces = out["forces"]["forces"].detach()
     atom = int(forces.norm(dim=1).argmax())
     axis = int(forces[atom].abs().argmax())
-    assert abs(float(forces[atom, axis])) > 1e-3  # well above float32 energy resolution
-    h = 1e-3
-    energies = []
-    for sign in (1.0, -1.0):
-        batch = to_batch(frames)
-        batch.pos[atom, axis] += sign * h
-        energies.append(float(run(model, batch)["energy"]["energy"].detach().sum()))
-    fd = -(energies[0] - energies[1]) / (2 * h)
-    assert fd == pytest.approx(float(forces[atom, axis]), rel=1e-2, abs=1e-5)
-    # Every atom is moved by the model's forces: they are not zero anywhere by accident.
-    assert (forces.norm(dim=1) > 0).all()
+    assert abs(float(forces[atom, axis])) > 1e-3  # well above the energy's resolution
+    h = 1e-2
+    step = torch.zeros_like(forces)
+    step[atom, axis] = h
+    fd = -(_energy(model, frames, step) - _energy(model, frames, -step)) / (2 * h)
+    assert fd == pytest.approx(float(forces[atom, axis]), rel=1e-2)
+    # Directional derivative along the force field itself: dE/ds = -|F|.
+    direction = forces / forces.norm()
+    slope = (_energy(model, frames, h * direction) - _energy(model, frames, -h * direction)) / (
+        2 * h)
+    assert slope == pytest.approx(-float(forces.norm()), rel=1e-2)
 
 
 # -- 2. rotation ----------------------------------------------------------------------
@@ -119,9 +149,10 @@ def test_energy_head_forces_are_minus_energy_gradient(conservative_out, frames) 
         # A spectral feed-forward is exactly equivariant, so in float64 only rounding is left.
         (False, "spectral", torch.float64, 1e-9),
         (True, "spectral", torch.float64, 1e-9),
-        # The shipped configs' "grid" feed-forward samples S2 on a finite grid: ~1e-5.
-        (False, "grid", torch.float32, 1e-4),
-        (True, "grid", torch.float32, 1e-4),
+        # The shipped configs' "grid" feed-forward samples S2 on a finite grid, which is
+        # equivariant only to ~1e-5 - 5e-5 (also in float64).
+        (False, "grid", torch.float32, 5e-4),
+        (True, "grid", torch.float32, 5e-4),
     ],
     ids=["conservative-f64", "direct-f64", "conservative-f32-grid", "direct-f32-grid"],
 )
@@ -191,8 +222,15 @@ def test_heads_train_on_uma_moe_backbone(direct_forces: bool, frames) -> None:
     grads = {n: p.grad for n, p in model.backbone.named_parameters() if p.requires_grad}
     nonzero = [n for n, g in grads.items() if g is not None and bool((g != 0).any())]
     assert all(torch.isfinite(g).all() for g in grads.values() if g is not None)
-    # Gradients reach the message-passing blocks (the MoE experts), not just embeddings.
+    # Gradients reach the message-passing blocks, every expert of the mixture-of-linear-
+    # experts layers, and the router that mixes them from the composition.
     assert any(n.startswith("blocks.") for n in nonzero), nonzero
+    experts = {n: g for n, g in grads.items() if n.endswith(".weights") and g is not None}
+    assert experts
+    for name, g in experts.items():
+        assert g.shape[0] == 2, name
+        assert all(bool((g[k] != 0).any()) for k in range(2)), name
+    assert any(n.startswith("routing_mlp.") for n in nonzero), nonzero
     head_grads = [p.grad for p in model.output_heads.parameters() if p.grad is not None]
     assert head_grads and any(bool((g != 0).any()) for g in head_grads)
 
@@ -202,9 +240,12 @@ def test_heads_train_on_uma_moe_backbone(direct_forces: bool, frames) -> None:
 
 def test_state_dict_round_trip_reproduces_outputs(frames) -> None:
     source = build_model(seed=0).eval()
-    state = source.state_dict()
+    buffer = io.BytesIO()
+    torch.save(source.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)  # as a checkpoint on disk
     assert state["output_heads.energy.support._extra_state"]["high"] == SUPPORT["high"]
-    assert float(state["output_heads.energy.energy_transform.std"]) == ENERGY["std"]
+    assert state["output_heads.energy.energy_transform._extra_state"]["std"] == ENERGY["std"]
     # A freshly built identical model (other random weights) takes it all.
     target = build_model(seed=1).eval()
     before = run(target, to_batch(frames))["energy"]["energy"].detach()
@@ -214,6 +255,13 @@ def test_state_dict_round_trip_reproduces_outputs(frames) -> None:
     for task, prop in [("energy", "energy"), ("energy", "energy_std"),
                        ("energy_categorical", "logits"), ("forces", "forces")]:
         torch.testing.assert_close(out_b[task][prop], out_a[task][prop], rtol=0, atol=0)
+
+
+def test_state_dict_with_other_energy_std_is_refused(frames) -> None:
+    state = build_model(seed=0).state_dict()
+    other = build_model(seed=1, energy={**ENERGY, "std": 2 * ENERGY["std"]})
+    with pytest.raises(ValueError, match="std"):
+        other.load_state_dict(state)
 
 
 def test_state_dict_into_other_support_raises_naming_field(frames) -> None:
@@ -227,7 +275,7 @@ def test_state_dict_into_other_support_raises_naming_field(frames) -> None:
 
 
 def test_state_dict_into_other_energy_level_is_not_silently_mixed(frames) -> None:
-    """A checkpoint carries its energy transform (mean/std buffers): after loading, the
+    """A checkpoint carries its energy transform (mean/std/level): after loading, the
     head must decode as the checkpoint's head did, or refuse the checkpoint. A per-atom
     head loaded into a head configured ``level: total`` may not silently mix the two."""
     source = build_model(seed=0).eval()

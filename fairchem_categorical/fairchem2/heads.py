@@ -7,6 +7,7 @@ MLP_EFS_Head configs do.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -22,23 +23,8 @@ from fairchem.core.models.uma.outputs import (
 from torch import nn
 
 from fairchem_categorical.histogram import HistogramSupport
+from fairchem_categorical.logits import LocationScaleLogits
 from fairchem_categorical.targets import EnergyTransform
-
-
-def _mlp(in_channels: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(in_channels, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-        nn.Linear(hidden, out),
-    )
-
-
-def _prior_linear(in_features: int, prior_logits: torch.Tensor) -> nn.Linear:
-    """Output layer that starts at ``prior_logits`` for every input (zero weights)."""
-    layer = nn.Linear(in_features, prior_logits.numel())
-    nn.init.zeros_(layer.weight)
-    with torch.no_grad():
-        layer.bias.copy_(prior_logits)
-    return layer
 
 
 def _mean_pool(x: torch.Tensor, batch: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
@@ -48,17 +34,32 @@ def _mean_pool(x: torch.Tensor, batch: torch.Tensor, natoms: torch.Tensor) -> to
 
 
 class _EnergyTransformModule(nn.Module):
-    """EnergyTransform as buffers, so a checkpoint carries it."""
+    """The head's EnergyTransform (mean, std, level), saved in and checked against checkpoints."""
 
     def __init__(self, energy: dict[str, Any]) -> None:
         super().__init__()
         spec = EnergyTransform(**energy)
-        self.level = spec.level
-        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float64))
-        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float64))
+        self.level, self.mean, self.std = spec.level, spec.mean, spec.std
 
     def transform(self) -> EnergyTransform:
-        return EnergyTransform(mean=float(self.mean), std=float(self.std), level=self.level)
+        return EnergyTransform(mean=self.mean, std=self.std, level=self.level)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "level": self.level}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        mine = self.get_extra_state()
+        diffs = [
+            f"{k}: checkpoint {state[k]!r} vs config {mine[k]!r}"
+            for k in mine
+            if (state[k] != mine[k] if k == "level"
+                else not math.isclose(state[k], mine[k], rel_tol=1e-9, abs_tol=1e-12))
+        ]
+        if diffs:
+            raise ValueError(
+                "energy transform in the checkpoint disagrees with the config ("
+                + "; ".join(diffs) + "). Use the checkpoint's bins block or train new heads."
+            )
 
 
 @registry.register_model("categorical_energy_head")
@@ -92,7 +93,11 @@ class CategoricalEnergyHead(nn.Module, HeadInterface):
             nn.Linear(backbone.sphere_channels, hidden), nn.SiLU(),
             nn.Linear(hidden, hidden), nn.SiLU(),
         )
-        self.logits_block = _prior_linear(hidden, self.support.prior_logits("normal"))
+        # binning-space targets are standardised: start at N(0, 1), the data's spread;
+        # the location regresses eV (per atom), then is standardised by 1/std.
+        self.logits_block = LocationScaleLogits(
+            hidden, self.support, loc0=0.0, scale0=1.0,
+            loc_gain=1.0 / self.energy_transform.std)
         self.regress_config = backbone.regress_config
         backbone.energy_block = None
         backbone.force_block = None
@@ -109,8 +114,9 @@ class CategoricalEnergyHead(nn.Module, HeadInterface):
         et = self.energy_transform
         value = self.support.mean(logits).double()
         per_unit = value * et.std + et.mean
-        energy = per_unit * natoms if et.level == "per_atom" else per_unit
-        scale = et.std * natoms if et.level == "per_atom" else et.std.expand_as(value)
+        per_atom = et.level == "per_atom"
+        energy = per_unit * natoms if per_atom else per_unit
+        scale = et.std * natoms if per_atom else torch.full_like(value, et.std)
         with torch.no_grad():
             std = self.support.std(logits).double() * scale
             entropy = self.support.entropy(logits)
@@ -145,7 +151,7 @@ class CategoricalDirectForceHead(nn.Module, HeadInterface):
     Invariant l=0 features give logits over force-magnitude bins; an SO(3)
     linear map of the l=0,1 features gives the direction. The magnitude
     histogram's entropy is the per-atom force uncertainty. ``prior_mean`` (the
-    data's mean |F|, from fit-bins) sets the exponential starting distribution.
+    data's mean |F|, from fit-bins) centres the starting distribution.
     """
 
     def __init__(
@@ -163,10 +169,13 @@ class CategoricalDirectForceHead(nn.Module, HeadInterface):
         if self.support.low < 0:
             raise ValueError(f"force-magnitude support must start at >= 0, got {self.support.low}")
         hidden = hidden_channels or backbone.hidden_channels
-        scale = prior_mean or (self.support.high - self.support.low) / 10
-        self.magnitude_block = _mlp(backbone.sphere_channels, hidden, self.support.num_bins)
-        self.magnitude_block[-1] = _prior_linear(
-            hidden, self.support.prior_logits("exponential", scale))
+        typical = prior_mean or (self.support.high - self.support.low) / 10
+        self.magnitude_block = nn.Sequential(
+            nn.Linear(backbone.sphere_channels, hidden), nn.SiLU(),
+            nn.Linear(hidden, hidden), nn.SiLU(),
+            LocationScaleLogits(hidden, self.support, loc0=typical,
+                                scale0=max(typical, self.support.width)),
+        )
         self.direction = SO3_Linear(backbone.sphere_channels, 1, lmax=1)
         self.forces_task, self.logits_task = forces_task, logits_task
         self.eps = eps

@@ -33,7 +33,7 @@ class HistogramDecoder(Normalizer):
         return tensor
 
     def denorm(self, normed_tensor: torch.Tensor) -> torch.Tensor:
-        if normed_tensor.shape[-1] != self.support.num_bins:
+        if normed_tensor.dim() < 2 or normed_tensor.shape[-1] != self.support.num_bins:
             return normed_tensor
         return self.support.mean(normed_tensor)
 
