@@ -10,7 +10,7 @@ from fairchem_categorical.cli import REPO_CONFIGS, train
 
 CATEGORICAL = "esen_categorical_conserving.yaml"
 SCALAR = "esen_scalar_conserving.yaml"
-DEFAULT_EPOCHS = 30
+DEFAULT_EPOCHS = 25
 
 
 def _say(msg: str) -> None:
