@@ -57,6 +57,7 @@ def predict_atoms(
     batch_size: int = 8,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
+    seed: int = 0,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame."""
     if not len(frames):
@@ -72,7 +73,11 @@ def predict_atoms(
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         batch = atomicdata_list_to_batch([_to_data(a, dataset_name) for a in chunk]).to(device)
-        out = model(batch)
+        # eSCN draws a random rotation about each edge per forward pass; a fixed seed
+        # (on a forked RNG, the caller's stream untouched) makes predictions repeatable.
+        with torch.random.fork_rng(devices=[] if device == "cpu" else None):
+            torch.manual_seed(seed + start)
+            out = model(batch)
         preds.extend(_collect(out, batch, chunk, start, energy_task, forces_task, energy_head,
                               force_head))
         if progress:
