@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # sees its torch requirement met and does not pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test test-fast lint clean venv
+.PHONY: demo test test-fast lint clean venv benchmark
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+# categorical vs scalar vs 5-member scalar ensemble; table in benchmarks/out/results.md
+benchmark: $(STAMP)
+	$(PY) benchmarks/uncertainty.py --out benchmarks/out
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fairchem_categorical tests

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -145,6 +147,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fairchem_categorical.evaluation import evaluate_files, format_metrics
+
+    predictions, ood = args.predictions, args.ood_predictions
+    if args.checkpoint:
+        from fairchem_categorical.fairchem2.predict import predict_files
+        from fairchem_categorical.predictions import write_predictions
+
+        if not args.data:
+            raise ValueError("--checkpoint needs --data (and optionally --ood-data)")
+        out = Path(args.out)
+        predictions, _ = write_predictions(
+            predict_files(args.checkpoint, args.data, progress=_say), out / "predictions.csv")
+        if args.ood_data:
+            ood, _ = write_predictions(predict_files(args.checkpoint, args.ood_data),
+                                       out / "ood_predictions.csv")
+    if not predictions:
+        raise ValueError("give --predictions CSV, or --checkpoint with --data")
+    metrics = evaluate_files(predictions, args.out, npz=args.npz, ood_predictions=ood)
+    _say(format_metrics(metrics))
+    _say(f"wrote {Path(args.out) / 'metrics.json'} and plots in {args.out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fairchem_categorical.fairchem2.calibrate import fit_from_predictions, write_temperature
+    from fairchem_categorical.fairchem2.predict import predict_files
+    from fairchem_categorical.uncertainty import evaluate_predictions
+
+    def score(ckpt: str) -> dict[str, float]:
+        preds = predict_files(ckpt, args.val)
+        cols = {k: np.array([getattr(p, k) for p in preds], dtype=float)
+                for k in ("energy", "energy_std", "energy_target", "natoms")}
+        arrays = {"energy_probs": np.stack([p.energy_probs for p in preds]),
+                  "energy_bin_centers": np.stack([p.energy_bin_centers for p in preds])}
+        return preds, evaluate_predictions(cols, arrays)
+
+    preds, before = score(args.checkpoint)
+    factor = fit_from_predictions(preds)
+    temperature = write_temperature(args.checkpoint, args.out, factor)
+    _, after = score(args.out)
+    _say(f"temperature {temperature:.4f} (x{factor:.4f} on the checkpoint's)")
+    for key in ("energy_nll", "miscalibration_area", "energy_mae"):
+        _say(f"{key}: {before.get(key, float('nan')):.4f} -> {after.get(key, float('nan')):.4f}")
+    _say(str(Path(args.out)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fairchem_categorical.demo import run_demo
 
@@ -208,6 +258,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("evaluate", help="accuracy, ranking, calibration and OOD metrics + plots",
+                       description="metrics.json, a printed table and PNG plots from predict's "
+                                   "CSV/NPZ (or straight from a checkpoint and data).")
+    s.add_argument("--predictions", help="CSV written by predict (its .npz beside it)")
+    s.add_argument("--npz", help="the NPZ, if not beside the CSV")
+    s.add_argument("--ood-predictions", help="predictions on out-of-distribution data")
+    s.add_argument("--checkpoint", help="predict first with this checkpoint")
+    s.add_argument("--data", nargs="*", help="with --checkpoint: in-distribution data")
+    s.add_argument("--ood-data", nargs="*", help="with --checkpoint: out-of-distribution data")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("calibrate", help="fit a temperature on validation data",
+                       description="Fit the temperature that minimises the NLL of validation "
+                                   "targets and store it in a copy of the checkpoint; predict "
+                                   "applies it.")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--val", nargs="+", required=True, help="validation data")
+    s.add_argument("--out", required=True, help="the calibrated checkpoint to write")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("demo", help="the main job on the embedded data",
                        description="Make data, fit bins, train categorical and scalar eSEN, "

@@ -156,3 +156,38 @@ def test_direct_force_config_trains_and_reports_force_uncertainty(small_dataset,
     arrays = np.load(out.with_suffix(".npz"))
     assert arrays["forces_entropy"].shape == (int(cols["natoms"].sum()),)
     assert (arrays["forces_std"] >= 0).all()
+
+
+def test_calibrate_stores_a_temperature_that_predict_applies(categorical_ckpt, small_dataset,
+                                                            tmp_path):
+    import json
+
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    out = tmp_path / "calibrated.pt"
+    lines = _cli("calibrate", "--checkpoint", str(categorical_ckpt), "--val",
+                 str(small_dataset["val"]), "--out", str(out))
+    assert Path(lines[-1]) == out and out.is_file()
+    temperature = float(lines[0].split()[1])
+    assert temperature > 0 and abs(temperature - 1.0) > 1e-3
+    before_nll, after_nll = (float(x) for x in lines[1].split(":")[1].split("->"))
+    assert after_nll <= before_nll + 1e-6  # the fit minimises exactly this on val
+
+    frames = read_frames([small_dataset["test"]])[:2]
+    raw, cal = predict_atoms(categorical_ckpt, frames), predict_atoms(out, frames)
+    for p, q in zip(raw, cal, strict=True):
+        expected = np.exp(np.log(p.energy_probs) / temperature)
+        np.testing.assert_allclose(q.energy_probs, expected / expected.sum(), atol=1e-5)
+
+    report = tmp_path / "eval"
+    _cli("evaluate", "--checkpoint", str(out), "--data", str(small_dataset["test"]),
+         "--ood-data", str(small_dataset["val"]), "--out", str(report))
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("energy_mae", "forces_mae", "spearman_energy_std", "energy_nll",
+                "miscalibration_area", "auroc_energy_std"):
+        assert key in metrics
+    assert np.isfinite(metrics["energy_nll"]) and 0 <= metrics["miscalibration_area"] <= 1
+    for png in ("error_vs_uncertainty.png", "calibration_curve.png", "extreme_histograms.png",
+                "rejection_curve.png"):
+        assert (report / png).stat().st_size > 1000
