@@ -74,8 +74,8 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
         ("energy MAE (eV)", "energy_mae", "{:.4f}"),
         ("energy MAE (eV/atom)", "energy_mae_per_atom", "{:.5f}"),
         ("force MAE (eV/A)", "forces_mae", "{:.4f}"),
-        ("Spearman(energy_std, |error|)", "spearman_energy_std", "{:.3f}"),
-        ("Spearman(entropy, |error|)", "spearman_energy_entropy", "{:.3f}"),
+        ("Spearman(energy_std, abs. error)", "spearman_energy_std", "{:.3f}"),
+        ("Spearman(entropy, abs. error)", "spearman_energy_entropy", "{:.3f}"),
         ("training time (s)", "train_seconds", "{:.0f}"),
     ]
     names = list(results)

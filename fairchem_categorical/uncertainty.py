@@ -339,6 +339,7 @@ METRIC_KEYS = (
     "miscalibration_area", "miscalibration_area_gaussian", "energy_coverage90",
     "ence_energy",
     "auroc_energy_std", "auroc_energy_entropy", "auroc_energy_std_per_atom",
+    "auroc_energy_edge_mass",
 )
 
 
@@ -449,7 +450,9 @@ def evaluate_predictions(columns: Mapping[str, ArrayLike],
                     out[f"spearman_{name}"] = spearman(u[free], atom_err)
 
     if ood_columns is not None:
-        for name in ("energy_std", "energy_entropy"):
+        # edge mass: probability in the outermost bins, where a target beyond the
+        # support piles up; a categorical model's sign that it is extrapolating
+        for name in ("energy_std", "energy_entropy", "energy_edge_mass"):
             u_in, u_ood = _column(columns, name), _column(ood_columns, name)
             if u_in is not None and u_ood is not None:
                 out[f"auroc_{name}"] = auroc(u_in, u_ood)

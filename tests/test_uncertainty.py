@@ -308,6 +308,9 @@ def test_evaluate_predictions_categorical() -> None:
     ood, _ = _synthetic_run(seed=6)
     ood["energy_std"] = ood["energy_std"] * 10
     ood["energy_entropy"] = ood["energy_entropy"] + 10
+    rng = np.random.default_rng(7)
+    cols["energy_edge_mass"] = rng.uniform(0.0, 0.01, len(cols["energy"]))
+    ood["energy_edge_mass"] = rng.uniform(0.2, 0.5, len(ood["energy"]))
     out = evaluate_predictions(cols, arrays, ood)
     assert tuple(out) == METRIC_KEYS
     assert all(isinstance(v, float) for v in out.values())
@@ -319,6 +322,7 @@ def test_evaluate_predictions_categorical() -> None:
     assert out["energy_nll"] == pytest.approx(out["energy_nll_gaussian"], abs=0.05)
     assert out["auroc_energy_std"] == 1.0
     assert out["auroc_energy_entropy"] == 1.0
+    assert out["auroc_energy_edge_mass"] == 1.0
     assert 0.0 <= out["miscalibration_area"] <= 1.0
     assert out["spearman_forces_std"] > 0.3  # force errors scale with forces_std
     assert math.isnan(out["spearman_forces_entropy"])  # no forces_entropy given
@@ -335,7 +339,8 @@ def test_evaluate_predictions_missing_pieces_are_nan() -> None:
     assert out["energy_nll"] == out["energy_nll_gaussian"]
     assert out["miscalibration_area"] == out["miscalibration_area_gaussian"]
     for key in ("spearman_energy_entropy", "spearman_energy_entropy_per_atom",
-                "auroc_energy_std", "auroc_energy_entropy", "auroc_energy_std_per_atom"):
+                "auroc_energy_std", "auroc_energy_entropy", "auroc_energy_std_per_atom",
+                "auroc_energy_edge_mass"):
         assert math.isnan(out[key]), key
     # a scalar model without std and without an NPZ: accuracy only
     bare = {k: cols[k] for k in ("energy", "energy_target")}
