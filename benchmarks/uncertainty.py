@@ -44,6 +44,7 @@ from fairchem_categorical.predictions import (  # noqa: E402
     read_predictions,
     write_predictions,
 )
+from fairchem_categorical.tables import markdown_table  # noqa: E402
 from fairchem_categorical.uncertainty import evaluate_predictions  # noqa: E402
 
 CONFIGS = REPO / "configs" / "fairchem2"
@@ -166,15 +167,7 @@ def run(out: Path, epochs: int, members: int, n_systems: int) -> dict[str, dict[
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    names = [n for n in results if not n.startswith("_")]
-    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for label, key, fmt in ROWS:
-        cells = []
-        for n in names:
-            v = results[n].get(key, float("nan"))
-            cells.append("n/a" if v is None or v != v else fmt.format(v))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(results, ROWS)
 
 
 def main() -> None:

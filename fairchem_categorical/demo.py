@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from fairchem_categorical.cli import REPO_CONFIGS, train
 
 CATEGORICAL = "esen_categorical_conserving.yaml"
@@ -23,9 +25,9 @@ def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed
     from fairchem_categorical.binsfile import fit_bins_files, write_bins
     from fairchem_categorical.data import make_dataset
     from fairchem_categorical.fairchem2.predict import predict_files
-    from fairchem_categorical.metrics import energy_metrics
     from fairchem_categorical.plots import plot_energy_distributions
     from fairchem_categorical.predictions import read_predictions, write_predictions
+    from fairchem_categorical.uncertainty import evaluate_predictions
 
     t0 = time.time()
     epochs = max_epochs or DEFAULT_EPOCHS
@@ -55,7 +57,8 @@ def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed
         preds = predict_files(ckpt, [splits["test"]])
         csv_path, npz_path = write_predictions(preds, out / f"{name}_test.csv")
         columns = read_predictions(csv_path)
-        results[name] = {**energy_metrics(columns), "train_seconds": train_s}
+        results[name] = {**evaluate_predictions(columns, dict(np.load(npz_path))),
+                         "train_seconds": train_s}
         if name == "categorical":
             png = plot_energy_distributions(npz_path, columns, out / "energy_distributions.png")
             _say(f"  predictions {csv_path}; plot {png}")
@@ -69,21 +72,17 @@ def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed
     return results
 
 
+DEMO_ROWS = [
+    ("energy MAE (eV)", "energy_mae", "{:.4f}"),
+    ("energy MAE (eV/atom)", "energy_mae_per_atom", "{:.5f}"),
+    ("force MAE (eV/A)", "forces_mae", "{:.4f}"),
+    ("Spearman(energy_std, abs. error)", "spearman_energy_std", "{:.3f}"),
+    ("Spearman(entropy, abs. error)", "spearman_energy_entropy", "{:.3f}"),
+    ("training time (s)", "train_seconds", "{:.0f}"),
+]
+
+
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    rows = [
-        ("energy MAE (eV)", "energy_mae", "{:.4f}"),
-        ("energy MAE (eV/atom)", "energy_mae_per_atom", "{:.5f}"),
-        ("force MAE (eV/A)", "forces_mae", "{:.4f}"),
-        ("Spearman(energy_std, abs. error)", "spearman_energy_std", "{:.3f}"),
-        ("Spearman(entropy, abs. error)", "spearman_energy_entropy", "{:.3f}"),
-        ("training time (s)", "train_seconds", "{:.0f}"),
-    ]
-    names = list(results)
-    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for label, key, fmt in rows:
-        cells = []
-        for n in names:
-            v = results[n].get(key, float("nan"))
-            cells.append("n/a" if v != v else fmt.format(v))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from fairchem_categorical.tables import markdown_table
+
+    return markdown_table(results, DEMO_ROWS)
