@@ -191,3 +191,21 @@ def test_calibrate_stores_a_temperature_that_predict_applies(categorical_ckpt, s
     for png in ("error_vs_uncertainty.png", "calibration_curve.png", "extreme_histograms.png",
                 "rejection_curve.png"):
         assert (report / png).stat().st_size > 1000
+
+
+def test_demo_pipeline_writes_table_and_plot(tmp_path):
+    """`make demo` at the smallest size: both models trained, scored, plotted."""
+    import json
+
+    from fairchem_categorical.demo import run_demo
+
+    results = run_demo(tmp_path, max_epochs=1, n_systems=4)
+    assert set(results) == {"categorical", "scalar"}
+    for name in results:
+        assert np.isfinite(results[name]["energy_mae"]) and results[name]["train_seconds"] > 0
+    assert np.isfinite(results["categorical"]["spearman_energy_std"])
+    assert np.isnan(results["scalar"]["spearman_energy_std"])
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(
+        json.dumps(results))
+    assert "| energy MAE (eV) |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "energy_distributions.png").stat().st_size > 10_000
