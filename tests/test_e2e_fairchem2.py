@@ -209,3 +209,13 @@ def test_demo_pipeline_writes_table_and_plot(tmp_path):
         json.dumps(results))
     assert "| energy MAE (eV) |" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "energy_distributions.png").stat().st_size > 10_000
+
+
+def test_uma_moe_config_trains_and_predicts(small_dataset, small_bins, tmp_path):
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    ckpt = _train("uma_categorical_conserving.yaml", small_dataset, small_bins, tmp_path / "run")
+    preds = predict_atoms(ckpt, read_frames([small_dataset["test"]]))
+    assert all(np.isfinite(p.energy) and p.energy_std > 0 for p in preds)
+    assert all(np.isfinite(p.forces).all() for p in preds)
