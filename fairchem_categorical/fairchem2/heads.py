@@ -38,14 +38,13 @@ class _EnergyTransformModule(nn.Module):
 
     def __init__(self, energy: dict[str, Any]) -> None:
         super().__init__()
-        spec = EnergyTransform(**energy)
-        self.level, self.mean, self.std = spec.level, spec.mean, spec.std
+        self.spec = EnergyTransform(**energy)
 
     def transform(self) -> EnergyTransform:
-        return EnergyTransform(mean=self.mean, std=self.std, level=self.level)
+        return self.spec
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "level": self.level}
+        return {"mean": self.spec.mean, "std": self.spec.std, "level": self.spec.level}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         mine = self.get_extra_state()
@@ -97,7 +96,7 @@ class CategoricalEnergyHead(nn.Module, HeadInterface):
         # the location regresses eV (per atom), then is standardised by 1/std.
         self.logits_block = LocationScaleLogits(
             hidden, self.support, loc0=0.0, scale0=1.0,
-            loc_gain=1.0 / self.energy_transform.std)
+            loc_gain=1.0 / self.energy_transform.spec.std)
         self.regress_config = backbone.regress_config
         backbone.energy_block = None
         backbone.force_block = None
@@ -111,14 +110,10 @@ class CategoricalEnergyHead(nn.Module, HeadInterface):
     def forward(self, data: Any, emb: dict[str, torch.Tensor]) -> dict[str, dict]:
         logits = self.logits(data, emb)
         natoms = data["natoms"]
-        et = self.energy_transform
-        value = self.support.mean(logits).double()
-        per_unit = value * et.std + et.mean
-        per_atom = et.level == "per_atom"
-        energy = per_unit * natoms if per_atom else per_unit
-        scale = et.std * natoms if per_atom else torch.full_like(value, et.std)
+        et = self.energy_transform.spec
+        energy = et.to_energy(self.support.mean(logits).double(), natoms)
         with torch.no_grad():
-            std = self.support.std(logits).double() * scale
+            std = et.spread_to_energy(self.support.std(logits).double(), natoms)
             entropy = self.support.entropy(logits)
             edge_mass = self.support.edge_mass(logits)
         out: dict[str, dict] = {
