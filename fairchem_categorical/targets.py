@@ -9,6 +9,7 @@ holds that transform in plain numpy/torch so the dataset wrapper, the heads,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,8 +52,12 @@ class EnergyTransform:
                 f"atomic number {int(atomic_numbers.max())} has no element reference "
                 f"(references cover Z < {len(self.element_references)})"
             )
-        refs = torch.as_tensor(self.element_references, dtype=torch.float64)
-        return refs.to(atomic_numbers.device)[atomic_numbers.long()].sum()
+        return self._refs.to(atomic_numbers.device)[atomic_numbers.long()].sum()
+
+    @functools.cached_property
+    def _refs(self) -> torch.Tensor:
+        # built once: reference() runs for every item a dataset loads
+        return torch.as_tensor(self.element_references, dtype=torch.float64)
 
     def to_target(self, energy: float | torch.Tensor, atomic_numbers: torch.Tensor
                   ) -> torch.Tensor:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -48,6 +49,13 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread() -> Iterator[None]:
+    """Autouse in every module that imports it: one torch thread per test module."""
+    with one_torch_thread():
+        yield
 
 
 def backbone_config(direct_forces: bool = False, moe: bool = False, **overrides: Any

@@ -25,9 +25,9 @@ from tests.fairchem2_fixtures import (  # noqa: E402
     build_model,
     np_centers,
     np_probs,
-    one_torch_thread,
     rotated,
     run,
+    single_torch_thread,  # noqa: F401  (autouse fixture)
     small_frames,
     to_batch,
 )
@@ -38,12 +38,6 @@ K = SUPPORT["num_bins"]
 # No neighbour-list truncation: the graph (and so the energy) is then a smooth function
 # of the positions and does not change under rotation.
 ALL_NEIGHBORS = 300
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,8 @@ from tests.fairchem2_fixtures import (  # noqa: E402
     np_hl_gauss,
     np_log_softmax,
     np_probs,
-    one_torch_thread,
     run,
+    single_torch_thread,  # noqa: F401  (autouse fixture)
     small_frames,
 )
 
@@ -70,12 +70,6 @@ def _targets_by_hand(frames, energy: dict) -> np.ndarray:
             referenced /= len(atoms)
         out.append((referenced - energy["mean"]) / energy["std"])
     return np.asarray(out)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
