@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,43 @@ class StructurePrediction:
 
     def row(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in CSV_COLUMNS}
+
+
+PER_STRUCTURE = ("energy_std", "energy_entropy", "energy_edge_mass", "energy_low90",
+                 "energy_high90")
+
+
+def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.ndarray,
+                forces: np.ndarray | None, outputs: dict[str, np.ndarray],
+                fixed: np.ndarray | None = None) -> list[StructurePrediction]:
+    """One record per frame from a batch's arrays (either fairchem line's predict).
+
+    ``outputs`` may hold the per-structure uncertainty columns (``PER_STRUCTURE``),
+    per-structure histograms (``energy_bin_centers``/``energy_probs``, (B, K)) and
+    per-atom ``forces_std``/``forces_entropy``; targets come from each frame's calculator.
+    """
+    offsets = np.concatenate([[0], np.cumsum(natoms)])
+    preds = []
+    for i, atoms in enumerate(frames):
+        sl = slice(int(offsets[i]), int(offsets[i + 1]))
+        n = int(natoms[i])
+        results = atoms.calc.results if atoms.calc is not None else {}
+        per_atom = {k: outputs[k][sl] for k in ("forces_std", "forces_entropy") if k in outputs}
+        hist = {k: outputs[k][i] for k in ("energy_bin_centers", "energy_probs")
+                if k in outputs}
+        preds.append(StructurePrediction(
+            index=start + i,
+            sid=str(atoms.info.get("sid", start + i)),
+            natoms=n,
+            energy=float(energy[i]),
+            forces=forces[sl] if forces is not None else np.full((n, 3), np.nan),
+            energy_target=float(results["energy"]) if "energy" in results else math.nan,
+            forces_target=np.asarray(results["forces"]) if "forces" in results else None,
+            fixed=None if fixed is None else fixed[sl],
+            **per_atom, **hist,
+            **{k: float(outputs[k][i]) for k in PER_STRUCTURE if k in outputs},
+        ))
+    return preds
 
 
 def write_predictions(preds: list[StructurePrediction], out_csv: str | Path) -> tuple[Path, Path]:

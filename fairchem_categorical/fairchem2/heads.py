@@ -7,7 +7,6 @@ MLP_EFS_Head configs do.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -22,47 +21,11 @@ from fairchem.core.models.uma.outputs import (
 )
 from torch import nn
 
-from fairchem_categorical.histogram import HistogramSupport
-from fairchem_categorical.logits import LocationScaleLogits
-from fairchem_categorical.targets import EnergyTransform
-
-
-def _mean_pool(x: torch.Tensor, batch: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros(natoms.numel(), x.shape[-1], dtype=x.dtype, device=x.device)
-    out.index_add_(0, batch, x)
-    return out / natoms.to(x.dtype).unsqueeze(-1)
-
-
-class _EnergyTransformModule(nn.Module):
-    """The head's EnergyTransform (mean, std, level), saved in and checked against checkpoints."""
-
-    def __init__(self, energy: dict[str, Any]) -> None:
-        super().__init__()
-        self.spec = EnergyTransform(**energy)
-
-    def transform(self) -> EnergyTransform:
-        return self.spec
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"mean": self.spec.mean, "std": self.spec.std, "level": self.spec.level}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        mine = self.get_extra_state()
-        diffs = [
-            f"{k}: checkpoint {state[k]!r} vs config {mine[k]!r}"
-            for k in mine
-            if (state[k] != mine[k] if k == "level"
-                else not math.isclose(state[k], mine[k], rel_tol=1e-9, abs_tol=1e-12))
-        ]
-        if diffs:
-            raise ValueError(
-                "energy transform in the checkpoint disagrees with the config ("
-                + "; ".join(diffs) + "). Use the checkpoint's bins block or train new heads."
-            )
+from fairchem_categorical.readout import CategoricalEnergyReadout, ForceMagnitudeReadout
 
 
 @registry.register_model("categorical_energy_head")
-class CategoricalEnergyHead(nn.Module, HeadInterface):
+class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
     """Mean-pooled node embeddings -> logits over binned (per-atom) energy.
 
     The decoded (expected) energy is returned under the energy task in eV of
@@ -82,47 +45,25 @@ class CategoricalEnergyHead(nn.Module, HeadInterface):
         forces_task: str = "forces",
         stress_task: str = "stress",
     ) -> None:
-        super().__init__()
-        self.support = HistogramSupport.from_spec(dict(support))
-        self.energy_transform = _EnergyTransformModule(dict(energy))
+        super().__init__(backbone.sphere_channels, hidden_channels or backbone.hidden_channels,
+                         support, energy)
         self.energy_task, self.logits_task = energy_task, logits_task
         self.forces_task, self.stress_task = forces_task, stress_task
-        hidden = hidden_channels or backbone.hidden_channels
-        self.node_block = nn.Sequential(
-            nn.Linear(backbone.sphere_channels, hidden), nn.SiLU(),
-            nn.Linear(hidden, hidden), nn.SiLU(),
-        )
-        # binning-space targets are standardised: start at N(0, 1), the data's spread;
-        # the location regresses eV (per atom), then is standardised by 1/std.
-        self.logits_block = LocationScaleLogits(
-            hidden, self.support, loc0=0.0, scale0=1.0,
-            loc_gain=1.0 / self.energy_transform.spec.std)
         self.regress_config = backbone.regress_config
         backbone.energy_block = None
         backbone.force_block = None
 
     def logits(self, data: Any, emb: dict[str, torch.Tensor]) -> torch.Tensor:
         scalars = get_l_component_range(emb["node_embedding"], l_min=0, l_max=0).squeeze(1)
-        pooled = _mean_pool(self.node_block(scalars), data["batch"], data["natoms"])
-        return self.logits_block(pooled)
+        return self.system_logits(scalars, data["batch"], data["natoms"])
 
     @conditional_grad(torch.enable_grad())
     def forward(self, data: Any, emb: dict[str, torch.Tensor]) -> dict[str, dict]:
         logits = self.logits(data, emb)
-        natoms = data["natoms"]
-        et = self.energy_transform.spec
-        energy = et.to_energy(self.support.mean(logits).double(), natoms)
-        with torch.no_grad():
-            std = et.spread_to_energy(self.support.std(logits).double(), natoms)
-            entropy = self.support.entropy(logits)
-            edge_mass = self.support.edge_mass(logits)
+        decoded = self.decode(logits, data["natoms"])
+        energy = decoded["energy"]
         out: dict[str, dict] = {
-            self.energy_task: {
-                "energy": energy,
-                "energy_std": std,
-                "energy_entropy": entropy,
-                "energy_edge_mass": edge_mass,
-            },
+            self.energy_task: decoded,
             self.logits_task: {"logits": logits},
         }
         rc = self.regress_config
@@ -140,13 +81,11 @@ class CategoricalEnergyHead(nn.Module, HeadInterface):
 
 
 @registry.register_model("categorical_direct_force_head")
-class CategoricalDirectForceHead(nn.Module, HeadInterface):
+class CategoricalDirectForceHead(ForceMagnitudeReadout, HeadInterface):
     """Per-atom force = E[|F|] * unit direction; rotation-equivariant by construction.
 
     Invariant l=0 features give logits over force-magnitude bins; an SO(3)
-    linear map of the l=0,1 features gives the direction. The magnitude
-    histogram's entropy is the per-atom force uncertainty. ``prior_mean`` (the
-    data's mean |F|, from fit-bins) centres the starting distribution.
+    linear map of the l=0,1 features gives the direction.
     """
 
     def __init__(
@@ -159,38 +98,14 @@ class CategoricalDirectForceHead(nn.Module, HeadInterface):
         eps: float = 1e-6,
         prior_mean: float | None = None,
     ) -> None:
-        super().__init__()
-        self.support = HistogramSupport.from_spec(dict(force_support))
-        if self.support.low < 0:
-            raise ValueError(f"force-magnitude support must start at >= 0, got {self.support.low}")
-        hidden = hidden_channels or backbone.hidden_channels
-        typical = prior_mean or (self.support.high - self.support.low) / 10
-        self.magnitude_block = nn.Sequential(
-            nn.Linear(backbone.sphere_channels, hidden), nn.SiLU(),
-            nn.Linear(hidden, hidden), nn.SiLU(),
-            LocationScaleLogits(hidden, self.support, loc0=typical,
-                                scale0=max(typical, self.support.width)),
-        )
+        super().__init__(backbone.sphere_channels, hidden_channels or backbone.hidden_channels,
+                         force_support, prior_mean=prior_mean, eps=eps)
         self.direction = SO3_Linear(backbone.sphere_channels, 1, lmax=1)
         self.forces_task, self.logits_task = forces_task, logits_task
-        self.eps = eps
 
     def forward(self, data: Any, emb: dict[str, torch.Tensor]) -> dict[str, dict]:
         node = emb["node_embedding"]
         scalars = get_l_component_range(node, l_min=0, l_max=0).squeeze(1)
-        logits = self.magnitude_block(scalars)
         vec = get_l_component_range(self.direction(get_l_component_range(node, 0, 1)), 1, 1)
-        vec = vec.reshape(-1, 3)
-        unit = vec / vec.norm(dim=-1, keepdim=True).clamp_min(self.eps)
-        magnitude = self.support.mean(logits)
-        with torch.no_grad():
-            mag_std = self.support.std(logits)
-            mag_entropy = self.support.entropy(logits)
-        return {
-            self.forces_task: {
-                "forces": magnitude.unsqueeze(-1).to(unit.dtype) * unit,
-                "forces_std": mag_std,
-                "forces_entropy": mag_entropy,
-            },
-            self.logits_task: {"logits": logits},
-        }
+        out = self.readout(scalars, vec)
+        return {self.logits_task: {"logits": out.pop("logits")}, self.forces_task: out}

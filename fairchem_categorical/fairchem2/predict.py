@@ -7,15 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
 from fairchem.core.units.mlip_unit.utils import load_inference_model
 
 from fairchem_categorical.fairchem2.heads import CategoricalDirectForceHead, CategoricalEnergyHead
-from fairchem_categorical.predictions import StructurePrediction
-
-INTERVAL = 0.9
+from fairchem_categorical.predictions import StructurePrediction, split_batch
 
 
 def load_model(checkpoint: str | Path, device: str = "cpu"):
@@ -93,57 +90,23 @@ def _collect(out, batch, chunk, start, energy_task, forces_task, energy_head, fo
         if energy_task.element_references is not None:
             refs = energy_task.element_references.undo_refs(batch, refs)
         energy = energy + refs
-        natoms = batch.natoms
-        fields: dict[str, torch.Tensor] = {}
-        histograms = None
+        outputs: dict[str, torch.Tensor] = {}
         if energy_head is not None:
             logits = out[energy_head.logits_task]["logits"].detach()
-            lo, hi = energy_head.support.interval(logits, INTERVAL)
-            et = energy_head.energy_transform.transform()
-            offset = refs.double()
-            centers = et.to_energy(energy_head.support.centers.double().expand_as(logits),
-                                   natoms.unsqueeze(-1)) + offset.unsqueeze(-1)
-            histograms = (centers.cpu().numpy(),
-                          energy_head.support.probs(logits).cpu().numpy())
-            fields = {
-                "energy_std": e_out["energy_std"],
-                "energy_entropy": e_out["energy_entropy"],
-                "energy_edge_mass": e_out["energy_edge_mass"],
-                "energy_low90": et.to_energy(lo.double(), natoms) + offset,
-                "energy_high90": et.to_energy(hi.double(), natoms) + offset,
-            }
+            outputs.update({k: e_out[k] for k in ("energy_std", "energy_entropy",
+                                                  "energy_edge_mass")})
+            outputs.update(energy_head.histogram_in_ev(logits, batch.natoms, refs))
         forces = None
         if forces_task is not None and forces_task.name in out:
             forces = forces_task.normalizer.denorm(out[forces_task.name]["forces"].detach())
-        f_std = f_ent = None
         if force_head is not None:
-            f_std = out[force_head.forces_task]["forces_std"].detach()
-            f_ent = out[force_head.forces_task]["forces_entropy"].detach()
-    preds = []
-    offsets = np.concatenate([[0], np.cumsum(natoms.cpu().numpy())])
-    for i, atoms in enumerate(chunk):
-        sl = slice(int(offsets[i]), int(offsets[i + 1]))
-        calc = atoms.calc
-        has_e = calc is not None and "energy" in calc.results
-        has_f = calc is not None and "forces" in calc.results
-        fixed = batch.fixed[sl].cpu().numpy() if "fixed" in batch else None
-        n = int(natoms[i])
-        preds.append(StructurePrediction(
-            index=start + i,
-            sid=str(atoms.info.get("sid", start + i)),
-            natoms=n,
-            energy=float(energy[i]),
-            forces=(forces[sl].cpu().numpy() if forces is not None else np.full((n, 3), np.nan)),
-            energy_target=float(calc.results["energy"]) if has_e else float("nan"),
-            forces_target=np.asarray(calc.results["forces"]) if has_f else None,
-            fixed=fixed,
-            forces_std=None if f_std is None else f_std[sl].cpu().numpy(),
-            forces_entropy=None if f_ent is None else f_ent[sl].cpu().numpy(),
-            energy_bin_centers=None if histograms is None else histograms[0][i],
-            energy_probs=None if histograms is None else histograms[1][i],
-            **{k: float(v[i]) for k, v in fields.items()},
-        ))
-    return preds
+            outputs.update({k: out[force_head.forces_task][k].detach()
+                            for k in ("forces_std", "forces_entropy")})
+    return split_batch(
+        chunk, start, batch.natoms.cpu().numpy(), energy.cpu().numpy(),
+        None if forces is None else forces.cpu().numpy(),
+        {k: v.cpu().numpy() for k, v in outputs.items()},
+        fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None)
 
 
 def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], **kwargs

@@ -1,0 +1,155 @@
+"""Feature -> histogram -> energy/force readouts (pure torch, shared by both fairchem lines).
+
+A fairchem head on either line only has to pull the invariant (l=0) node features
+and, for direct forces, an l=1 vector out of its backbone's embedding; the
+pooling, the logits, the decoding and the uncertainty outputs live here once.
+Both lines subclass these modules, so their parameter names (``node_block``,
+``logits_block``, ``magnitude_block``, ``support``, ``energy_transform``) are the
+same in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from fairchem_categorical.histogram import HistogramSupport
+from fairchem_categorical.logits import LocationScaleLogits
+from fairchem_categorical.targets import EnergyTransform
+
+INTERVAL = 0.9
+
+
+def mean_pool(x: torch.Tensor, batch: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
+    """Per-system mean of node features (per-atom energy bins want an intensive input)."""
+    out = torch.zeros(natoms.numel(), x.shape[-1], dtype=x.dtype, device=x.device)
+    out.index_add_(0, batch, x)
+    return out / natoms.to(x.dtype).unsqueeze(-1)
+
+
+class EnergyTransformState(nn.Module):
+    """An EnergyTransform saved in, and checked against, checkpoints."""
+
+    def __init__(self, energy: dict[str, Any]) -> None:
+        super().__init__()
+        self.spec = EnergyTransform(**energy)
+
+    def transform(self) -> EnergyTransform:
+        return self.spec
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"mean": self.spec.mean, "std": self.spec.std, "level": self.spec.level}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        mine = self.get_extra_state()
+        diffs = [
+            f"{k}: checkpoint {state[k]!r} vs config {mine[k]!r}"
+            for k in mine
+            if (state[k] != mine[k] if k == "level"
+                else not math.isclose(state[k], mine[k], rel_tol=1e-9, abs_tol=1e-12))
+        ]
+        if diffs:
+            raise ValueError(
+                "energy transform in the checkpoint disagrees with the config ("
+                + "; ".join(diffs) + "). Use the checkpoint's bins block or train new heads."
+            )
+
+
+class CategoricalEnergyReadout(nn.Module):
+    """Invariant node features -> mean-pooled -> logits over binned (per-atom) energy.
+
+    ``decode`` gives the expected energy in eV of referenced total energy (a
+    differentiable function of the logits, so conservative forces are its
+    gradient) and, without gradients, the uncertainty outputs.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, support: dict[str, Any],
+                 energy: dict[str, Any]) -> None:
+        super().__init__()
+        self.support = HistogramSupport.from_spec(dict(support))
+        self.energy_transform = EnergyTransformState(dict(energy))
+        self.node_block = nn.Sequential(
+            nn.Linear(in_channels, hidden_channels), nn.SiLU(),
+            nn.Linear(hidden_channels, hidden_channels), nn.SiLU(),
+        )
+        # binning-space targets are standardised: start at N(0, 1), the data's spread;
+        # the location regresses eV (per atom), then is standardised by 1/std.
+        self.logits_block = LocationScaleLogits(
+            hidden_channels, self.support, loc0=0.0, scale0=1.0,
+            loc_gain=1.0 / self.energy_transform.spec.std)
+
+    def system_logits(self, node_scalars: torch.Tensor, batch: torch.Tensor,
+                      natoms: torch.Tensor) -> torch.Tensor:
+        return self.logits_block(mean_pool(self.node_block(node_scalars), batch, natoms))
+
+    def decode(self, logits: torch.Tensor, natoms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """energy (eV, referenced, with grad), energy_std (eV), entropy (nats), edge mass."""
+        et = self.energy_transform.spec
+        energy = et.to_energy(self.support.mean(logits).double(), natoms)
+        with torch.no_grad():
+            std = et.spread_to_energy(self.support.std(logits).double(), natoms)
+            entropy = self.support.entropy(logits)
+            edge_mass = self.support.edge_mass(logits)
+        return {"energy": energy, "energy_std": std, "energy_entropy": entropy,
+                "energy_edge_mass": edge_mass}
+
+    @torch.no_grad()
+    def histogram_in_ev(self, logits: torch.Tensor, natoms: torch.Tensor,
+                        offset: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The predicted distribution on the eV axis of total energy (``offset``: refs).
+
+        ``energy_bin_centers``/``energy_probs`` per structure and the central
+        ``INTERVAL`` interval, for prediction files and calibration plots.
+        """
+        et = self.energy_transform.spec
+        offset = offset.double()
+        lo, hi = self.support.interval(logits, INTERVAL)
+        centers = et.to_energy(self.support.centers.double().expand_as(logits),
+                               natoms.unsqueeze(-1)) + offset.unsqueeze(-1)
+        return {
+            "energy_bin_centers": centers,
+            "energy_probs": self.support.probs(logits),
+            "energy_low90": et.to_energy(lo.double(), natoms) + offset,
+            "energy_high90": et.to_energy(hi.double(), natoms) + offset,
+        }
+
+
+class ForceMagnitudeReadout(nn.Module):
+    """Per-atom force = E[|F|] * unit direction; equivariant when the direction is.
+
+    Invariant features give logits over force-magnitude bins; the line's head
+    supplies an equivariant vector for the direction. The magnitude histogram's
+    std and entropy are the per-atom force uncertainty. ``prior_mean`` (the
+    data's mean |F|, from fit-bins) centres the starting distribution.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, force_support: dict[str, Any],
+                 prior_mean: float | None = None, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.support = HistogramSupport.from_spec(dict(force_support))
+        if self.support.low < 0:
+            raise ValueError(f"force-magnitude support must start at >= 0, got {self.support.low}")
+        typical = prior_mean or (self.support.high - self.support.low) / 10
+        self.magnitude_block = nn.Sequential(
+            nn.Linear(in_channels, hidden_channels), nn.SiLU(),
+            nn.Linear(hidden_channels, hidden_channels), nn.SiLU(),
+            LocationScaleLogits(hidden_channels, self.support, loc0=typical,
+                                scale0=max(typical, self.support.width)),
+        )
+        self.eps = eps
+
+    def readout(self, node_scalars: torch.Tensor, vector: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        """forces (N, 3), forces_std and forces_entropy (N,), logits (N, K)."""
+        logits = self.magnitude_block(node_scalars)
+        vector = vector.reshape(-1, 3)
+        unit = vector / vector.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+        magnitude = self.support.mean(logits)
+        with torch.no_grad():
+            std = self.support.std(logits)
+            entropy = self.support.entropy(logits)
+        return {"forces": magnitude.unsqueeze(-1).to(unit.dtype) * unit,
+                "forces_std": std, "forces_entropy": entropy, "logits": logits}
