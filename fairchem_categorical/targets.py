@@ -54,6 +54,13 @@ class EnergyTransform:
             )
         return self._refs.to(atomic_numbers.device)[atomic_numbers.long()].sum()
 
+    def batch_references(self, atomic_numbers: torch.Tensor, batch: torch.Tensor,
+                         num_systems: int) -> torch.Tensor:
+        """sum_i ref[Z_i] per system of a batch (float64), for heads that return total energy."""
+        per_atom = self._refs.to(atomic_numbers.device)[atomic_numbers.long()]
+        out = torch.zeros(num_systems, dtype=per_atom.dtype, device=per_atom.device)
+        return out.index_add_(0, batch, per_atom)
+
     @functools.cached_property
     def _refs(self) -> torch.Tensor:
         # built once: reference() runs for every item a dataset loads

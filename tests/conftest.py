@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-HAS_FAIRCHEM2 = importlib.util.find_spec("fairchem") is not None and (
-    importlib.util.find_spec("fairchem.core") is not None
-)
+from tests.reference import fairchem_line
+
+HAS_FAIRCHEM2 = fairchem_line() == 2
+HAS_FAIRCHEM1 = fairchem_line() == 1
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs" / "fairchem2"
 
@@ -21,12 +21,15 @@ TINY_BACKBONE = [
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001
-    if HAS_FAIRCHEM2:
-        return
-    skip = pytest.mark.skip(reason="fairchem-core 2.x is not installed in this environment")
-    for item in items:
-        if "fairchem2" in item.keywords:
-            item.add_marker(skip)
+    """Each environment runs the core tests and its own line's adapter tests."""
+    for marker, present in (("fairchem2", HAS_FAIRCHEM2), ("fairchem1", HAS_FAIRCHEM1)):
+        if present:
+            continue
+        skip = pytest.mark.skip(reason=f"this environment has no {marker} line "
+                                       f"(fairchem-core {marker[-1]}.x)")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

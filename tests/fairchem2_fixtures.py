@@ -7,21 +7,25 @@ under test. Importing this module imports ``fairchem.core`` (slow, once per proc
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import pytest
 import torch
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
 from fairchem.core.models.base import HydraModel
 
 import fairchem_categorical.fairchem2  # noqa: F401  (registers the heads, loss and dataset)
-from fairchem_categorical.data import generate_frames
+from tests.reference import (  # noqa: F401  (re-exported for the fairchem2 test modules)
+    np_centers,
+    np_hl_gauss,
+    np_log_softmax,
+    np_probs,
+    one_torch_thread,
+    rotated,
+    single_torch_thread,
+    small_frames,
+)
 
 SUPPORT: dict[str, Any] = {"low": -4.0, "high": 6.0, "num_bins": 32}
 FORCE_SUPPORT: dict[str, Any] = {"low": 0.0, "high": 5.0, "num_bins": 24}
@@ -37,25 +41,6 @@ FORCE_HEAD = "fairchem_categorical.fairchem2.heads.CategoricalDirectForceHead"
 ESCN = "fairchem.core.models.uma.escn_md.eSCNMDBackbone"
 ESCN_MOE = "fairchem.core.models.uma.escn_moe.eSCNMDMoeBackbone"
 DATASET = "oc20"
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread: these models are tiny, and on a busy 2-core machine
-    OpenMP threads waiting on each other make them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    """Autouse in every module that imports it: one torch thread per test module."""
-    with one_torch_thread():
-        yield
 
 
 def backbone_config(direct_forces: bool = False, moe: bool = False, **overrides: Any
@@ -143,33 +128,6 @@ def build_model(
     return model
 
 
-@functools.lru_cache(maxsize=4)
-def _frames(n_systems: int, frames_per_system: int) -> tuple[Atoms, ...]:
-    return tuple(generate_frames(n_systems=n_systems, frames_per_system=frames_per_system,
-                                 seed=0))
-
-
-def small_frames(n_systems: int = 2, frames_per_system: int = 1) -> list[Atoms]:
-    """EMT adsorbate+slab frames (18 and 29 atoms for the default two), generated once."""
-    out = []
-    for atoms in _frames(n_systems, frames_per_system):
-        copy = atoms.copy()
-        copy.calc = SinglePointCalculator(copy, **atoms.calc.results)
-        out.append(copy)
-    return out
-
-
-def rotated(atoms: Atoms, rotation: np.ndarray) -> Atoms:
-    """Positions and cell rotated by ``rotation`` (x -> R x); labels rotated alike."""
-    out = atoms.copy()
-    out.set_cell(np.asarray(atoms.get_cell()) @ rotation.T, scale_atoms=False)
-    out.positions = atoms.get_positions() @ rotation.T
-    results = atoms.calc.results
-    out.calc = SinglePointCalculator(out, energy=results["energy"],
-                                     forces=np.asarray(results["forces"]) @ rotation.T)
-    return out
-
-
 def to_data(atoms: Atoms, dtype: torch.dtype = torch.float32) -> AtomicData:
     data = AtomicData.from_ase(atoms, r_energy=True, r_forces=True, task_name=DATASET,
                                target_dtype=dtype)
@@ -187,38 +145,3 @@ def run(model: torch.nn.Module, batch: AtomicData, seed: int = 0) -> dict[str, A
     with torch.random.fork_rng(devices=[]):  # leave the session's global RNG alone
         torch.manual_seed(seed)
         return model(batch)
-
-
-# -- numpy reference math ---------------------------------------------------------------
-
-
-def np_centers(spec: dict[str, Any]) -> np.ndarray:
-    edges = np.linspace(spec["low"], spec["high"], spec["num_bins"] + 1)
-    return (edges[1:] + edges[:-1]) / 2
-
-
-def np_probs(logits: torch.Tensor) -> np.ndarray:
-    z = logits.detach().double().cpu().numpy()
-    z = z - z.max(-1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(-1, keepdims=True)
-
-
-def np_hl_gauss(spec: dict[str, Any], y: np.ndarray) -> np.ndarray:
-    """HL-Gauss histograms (rows) for targets ``y``: the Gaussian mass in each bin,
-    renormalised over the support; sigma is ``sigma`` or ``sigma_ratio`` bin widths."""
-    from scipy.stats import norm
-
-    edges = np.linspace(spec["low"], spec["high"], spec["num_bins"] + 1)
-    sigma = spec.get("sigma") or spec.get("sigma_ratio", 0.75) * (
-        spec["high"] - spec["low"]) / spec["num_bins"]
-    y = np.clip(np.atleast_1d(np.asarray(y, dtype=np.float64)), spec["low"], spec["high"])
-    cdf = norm.cdf((edges[None, :] - y[:, None]) / sigma)
-    mass = np.diff(cdf, axis=-1)
-    return mass / mass.sum(-1, keepdims=True)
-
-
-def np_log_softmax(logits: torch.Tensor) -> np.ndarray:
-    z = logits.detach().double().cpu().numpy()
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("fairchem.core")
+from tests.reference import require_fairchem_line  # noqa: E402
+
+require_fairchem_line(2)
 
 from scipy.spatial.transform import Rotation  # noqa: E402
 

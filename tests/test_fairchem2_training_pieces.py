@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("fairchem.core")
+from tests.reference import require_fairchem_line  # noqa: E402
+
+require_fairchem_line(2)
 
 import hydra  # noqa: E402
 from fairchem.core.datasets.mt_concat_dataset import create_concat_dataset  # noqa: E402

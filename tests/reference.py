@@ -1,0 +1,119 @@
+"""fairchem-free test helpers: small frames, rotations, one-thread torch, numpy reference math.
+
+Expected numbers in the adapter tests come from these numpy versions of the
+histogram math, never from the code under test. Shared by both fairchem lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from fairchem_categorical.data import generate_frames
+
+
+@functools.cache
+def fairchem_line() -> int | None:
+    """Major version of the installed fairchem-core (1 or 2), or None."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return int(version("fairchem-core").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return None
+
+
+def require_fairchem_line(line: int) -> None:
+    """Skip the importing test module unless fairchem-core ``line``.x is installed."""
+    found = fairchem_line()
+    if found != line:
+        pytest.skip(f"needs fairchem-core {line}.x (found {found})", allow_module_level=True)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread: these models are tiny, and on a busy 2-core machine
+    OpenMP threads waiting on each other make them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread() -> Iterator[None]:
+    """Autouse in every module that imports it: one torch thread per test module."""
+    with one_torch_thread():
+        yield
+
+
+@functools.lru_cache(maxsize=4)
+def _frames(n_systems: int, frames_per_system: int) -> tuple[Atoms, ...]:
+    return tuple(generate_frames(n_systems=n_systems, frames_per_system=frames_per_system,
+                                 seed=0))
+
+
+def small_frames(n_systems: int = 2, frames_per_system: int = 1) -> list[Atoms]:
+    """EMT adsorbate+slab frames (18 and 29 atoms for the default two), generated once."""
+    out = []
+    for atoms in _frames(n_systems, frames_per_system):
+        copy = atoms.copy()
+        copy.calc = SinglePointCalculator(copy, **atoms.calc.results)
+        out.append(copy)
+    return out
+
+
+def rotated(atoms: Atoms, rotation: np.ndarray) -> Atoms:
+    """Positions and cell rotated by ``rotation`` (x -> R x); labels rotated alike."""
+    out = atoms.copy()
+    out.set_cell(np.asarray(atoms.get_cell()) @ rotation.T, scale_atoms=False)
+    out.positions = atoms.get_positions() @ rotation.T
+    results = atoms.calc.results
+    out.calc = SinglePointCalculator(out, energy=results["energy"],
+                                     forces=np.asarray(results["forces"]) @ rotation.T)
+    return out
+
+
+# -- numpy reference math ---------------------------------------------------------------
+
+
+def np_centers(spec: dict[str, Any]) -> np.ndarray:
+    edges = np.linspace(spec["low"], spec["high"], spec["num_bins"] + 1)
+    return (edges[1:] + edges[:-1]) / 2
+
+
+def np_probs(logits: torch.Tensor) -> np.ndarray:
+    z = logits.detach().double().cpu().numpy()
+    z = z - z.max(-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(-1, keepdims=True)
+
+
+def np_hl_gauss(spec: dict[str, Any], y: np.ndarray) -> np.ndarray:
+    """HL-Gauss histograms (rows) for targets ``y``: the Gaussian mass in each bin,
+    renormalised over the support; sigma is ``sigma`` or ``sigma_ratio`` bin widths."""
+    from scipy.stats import norm
+
+    edges = np.linspace(spec["low"], spec["high"], spec["num_bins"] + 1)
+    sigma = spec.get("sigma") or spec.get("sigma_ratio", 0.75) * (
+        spec["high"] - spec["low"]) / spec["num_bins"]
+    y = np.clip(np.atleast_1d(np.asarray(y, dtype=np.float64)), spec["low"], spec["high"])
+    cdf = norm.cdf((edges[None, :] - y[:, None]) / sigma)
+    mass = np.diff(cdf, axis=-1)
+    return mass / mass.sum(-1, keepdims=True)
+
+
+def np_log_softmax(logits: torch.Tensor) -> np.ndarray:
+    z = logits.detach().double().cpu().numpy()
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
