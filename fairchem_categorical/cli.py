@@ -23,7 +23,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
     from fairchem_categorical.data import make_dataset
 
     paths = make_dataset(args.out, n_systems=args.n_systems, seed=args.seed, progress=_say,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, fmt=args.format)
     for split, path in paths.items():
         _say(f"{split}: {path}")
     return 0
@@ -32,7 +32,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from fairchem_categorical.data import convert
 
-    n = convert(args.inputs, args.out, overwrite=args.overwrite)
+    n = convert(args.inputs, args.out, overwrite=args.overwrite, fmt=args.format)
     _say(f"wrote {n} structures to {args.out}")
     return 0
 
@@ -72,16 +72,67 @@ def _check_data(path: str, flag: str) -> str:
     return str(p.resolve())
 
 
+def config_line(config: Path) -> int:
+    """Which fairchem line a config is for: 1 (OCP trainer YAML) or 2 (Hydra ``fairchem -c``)."""
+    import yaml
+
+    try:
+        top = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{config}: not valid YAML ({err})") from err
+    if not isinstance(top, dict):
+        raise ValueError(f"{config}: expected a mapping at the top level")
+    if top.keys() & {"trainer", "optim", "includes", "loss_functions"}:
+        return 1
+    if top.keys() & {"defaults", "runner", "job"}:
+        return 2
+    raise ValueError(f"{config}: neither a fairchem 1.10 (trainer/optim/includes) nor a "
+                     "fairchem 2.x (defaults/runner/job) config")
+
+
+def installed_line() -> int | None:
+    """Major version of the fairchem-core in this environment (1 or 2), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("fairchem-core").split(".")[0])
+    except PackageNotFoundError:
+        return None
+
+
+def _require_line(line: int, what: str) -> None:
+    found = installed_line()
+    if found != line:
+        venv = ".venv-fairchem1" if line == 1 else ".venv"
+        raise RuntimeError(
+            f"{what} needs fairchem-core {'1.10' if line == 1 else '2.x'}, but this environment "
+            f"has {'no fairchem-core' if found is None else f'fairchem-core {found}.x'}; "
+            f"run it with {venv}/bin/fairchem-categorical (see the README)")
+
+
 def train(config: str | Path, train_data: str | None = None, val_data: str | None = None,
           bins: str | Path | None = None, max_epochs: int | None = None,
-          seed: int | None = None, run_dir: str | Path = "runs/fairchem2",
+          seed: int | None = None, run_dir: str | Path | None = None,
           overrides: list[str] | None = None, quiet: bool = False) -> Path:
-    """Run ``fairchem -c CONFIG`` with the flags filled in; returns the final checkpoint."""
+    """Train through fairchem's own entry point; returns the final checkpoint.
+
+    fairchem 2.x configs run as ``fairchem -c CONFIG`` (Hydra overrides), fairchem 1.10
+    configs as ``fairchem --mode train --config-yml CONFIG`` (``--a.b=c`` overrides).
+    """
     config = Path(config).resolve()
     if not config.is_file():
         raise FileNotFoundError(f"config not found: {config}")
-    run_dir = Path(run_dir).resolve()
+    line = config_line(config)
+    _require_line(line, f"{config.name} (a fairchem {'1.10' if line == 1 else '2.x'} config)")
+    run_dir = Path(run_dir or f"runs/fairchem{line}").resolve()
     timestamp_id = time.strftime("%Y%m%d-%H%M%S")
+    train_data = _check_data(train_data, "--train-data") if train_data else None
+    val_data = _check_data(val_data, "--val-data") if val_data else None
+    if line == 1:
+        from fairchem_categorical.fairchem1.train import run
+
+        return run(config, run_dir, timestamp_id, train_data, val_data, bins, max_epochs, seed,
+                   list(overrides or []), None if quiet else _say, _is_progress)
     # A private copy of the config folder, so a bins file from anywhere becomes
     # the `bins` group entry Hydra composes (and the run records what it used).
     config_dir = run_dir / timestamp_id / "config"
@@ -94,9 +145,9 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
         shutil.copy(bins, config_dir / "bins" / "from_cli.yaml")
         args.append("bins=from_cli")
     if train_data:
-        args.append(f"train_data={_check_data(train_data, '--train-data')}")
+        args.append(f"train_data={train_data}")
     if val_data:
-        args.append(f"val_data={_check_data(val_data, '--val-data')}")
+        args.append(f"val_data={val_data}")
     if max_epochs is not None:
         args.append(f"max_epochs={max_epochs}")
     if seed is not None:
@@ -110,10 +161,10 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            if not quiet and _is_progress(line):
-                _say("  " + line.strip()[:200])
+        for line_ in proc.stdout:
+            fh.write(line_)
+            if not quiet and _is_progress(line_):
+                _say("  " + line_.strip()[:200])
         code = proc.wait()
     final = _final_checkpoint(run_dir, timestamp_id)
     if code != 0 or not final.is_file():
@@ -124,7 +175,7 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
 
 def _is_progress(line: str) -> bool:
     keys = ("train/loss", "val/loss", ",mae:", "Started train epoch", "Training Completed",
-            "Error", "error:")
+            "Error", "error:", "energy_mae:")
     return any(k in line for k in keys)
 
 
@@ -136,8 +187,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- predict -------------------------------------------------------------------------------
+def predict_files(checkpoint: str | Path, data, **kwargs):
+    """The installed fairchem line's ``predict_files`` (a checkpoint loads only in its own)."""
+    line = installed_line()
+    if line == 1:
+        from fairchem_categorical.fairchem1.predict import predict_files as run
+    elif line == 2:
+        from fairchem_categorical.fairchem2.predict import predict_files as run
+    else:
+        raise RuntimeError("predict needs fairchem-core (1.10 in .venv-fairchem1, 2.x in .venv)")
+    return run(checkpoint, data, **kwargs)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fairchem_categorical.fairchem2.predict import predict_files
     from fairchem_categorical.predictions import write_predictions
 
     preds = predict_files(args.checkpoint, args.data, batch_size=args.batch_size,
@@ -152,7 +214,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     predictions, ood = args.predictions, args.ood_predictions
     if args.checkpoint:
-        from fairchem_categorical.fairchem2.predict import predict_files
         from fairchem_categorical.predictions import write_predictions
 
         if not args.data:
@@ -172,6 +233,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    _require_line(2, "calibrate")
     from fairchem_categorical.fairchem2.calibrate import fit_from_predictions, write_temperature
     from fairchem_categorical.fairchem2.predict import predict_files
     from fairchem_categorical.uncertainty import evaluate_predictions
@@ -208,20 +270,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fairchem-categorical", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
+    # the dataset formats of fairchem_categorical.data.FORMATS (not imported here: slow)
+    fmt_kw = dict(choices=("aselmdb", "pyg-lmdb"), default="aselmdb",
+                  help="aselmdb: ASE-LMDB for fairchem-core 2.x (default); pyg-lmdb: pickled "
+                       "torch-geometric LMDB for fairchem-core 1.10 (needs .venv-fairchem1)")
     s = sub.add_parser("make-dataset", help="generate the embedded EMT adsorbate+slab data",
                        description="Generate EMT-labelled adsorbate+slab frames and write "
-                                   "train/val/test ASE-LMDB folders (with metadata.npz).")
+                                   "train/val/test dataset folders (with metadata.npz).")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--n-systems", type=int, default=24)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--format", **fmt_kw)
     s.set_defaults(func=cmd_make_dataset)
 
-    s = sub.add_parser("convert", help="ASE-readable files with energies+forces -> ASE-LMDB",
-                       description="Convert extxyz / traj / ASE db files to an ASE-LMDB.")
+    s = sub.add_parser("convert", help="ASE-readable files with energies+forces -> LMDB dataset",
+                       description="Convert extxyz / traj / ASE db / LMDB files to an ASE-LMDB "
+                                   "(fairchem 2.x) or pyg-lmdb (fairchem 1.10) dataset.")
     s.add_argument("inputs", nargs="+")
-    s.add_argument("--out", required=True, help="output .aselmdb file")
+    s.add_argument("--out", required=True,
+                   help="output file (.aselmdb, or .lmdb with --format pyg-lmdb) or folder "
+                        "(written as FOLDER/data.aselmdb or FOLDER/data.lmdb); metadata.npz "
+                        "lands beside it")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--format", **fmt_kw)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("fit-bins", help="propose the histogram support from training data",
@@ -238,16 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_fit_bins)
 
     s = sub.add_parser("train", help="train with fairchem's own entry point",
-                       description="Runs `fairchem -c CONFIG` with the plugin's heads; extra "
-                                   "arguments are Hydra overrides. Last line: final checkpoint.")
+                       description="Runs `fairchem -c CONFIG` (fairchem 2.x configs) or "
+                                   "`fairchem --mode train --config-yml CONFIG` (1.10 configs) "
+                                   "with the plugin's heads; extra arguments are passed to "
+                                   "fairchem as overrides. Last line: final checkpoint.")
     s.add_argument("config")
     s.add_argument("--train-data")
     s.add_argument("--val-data")
     s.add_argument("--bins", help="bins YAML written by fit-bins")
     s.add_argument("--max-epochs", type=int)
     s.add_argument("--seed", type=int)
-    s.add_argument("--run-dir", default="runs/fairchem2")
-    s.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. lr=1e-3")
+    s.add_argument("--run-dir", help="default: runs/fairchem1 or runs/fairchem2")
+    s.add_argument("overrides", nargs="*",
+                   help="fairchem overrides: Hydra's lr=1e-3 (2.x), --optim.lr_initial=1e-3 (1.10)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("predict", help="energies, forces and uncertainties to CSV + NPZ",

@@ -3,7 +3,9 @@
 The embedded default dataset is a small OC20-style catalysis set (adsorbate on an fcc metal
 slab) labelled with ASE's EMT potential, so that everything downstream can be exercised on a
 CPU in seconds without downloading anything. Structures are stored in the ASE-LMDB format
-(``.aselmdb``) that fairchem-core 2.x's ``AseDBDataset`` reads.
+(``.aselmdb``) that fairchem-core 2.x's ``AseDBDataset`` reads, or in the pickled
+torch-geometric LMDB format (``.lmdb``, "pyg-lmdb", see :mod:`fairchem_categorical.pyg_lmdb`)
+that fairchem-core 1.10's ``LmdbDataset`` reads.
 
 fairchem itself is imported lazily (only where unavoidable) because ``import fairchem.core``
 is slow; the LMDB writer used here is ``ase_db_backends.aselmdb.LMDBDatabase``, which is the
@@ -30,6 +32,7 @@ __all__ = [
     "ADSORBATES",
     "DEFAULT_SPLITS",
     "EMT_METALS",
+    "FORMATS",
     "convert",
     "generate_frames",
     "make_dataset",
@@ -55,6 +58,10 @@ ADSORBATES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
 
 #: Default split fractions for :func:`make_dataset`.
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+#: Dataset formats :func:`convert` and :func:`make_dataset` write -> file suffix: ASE-LMDB for
+#: fairchem-core 2.x, pickled torch-geometric LMDB for fairchem-core 1.10.
+FORMATS: dict[str, str] = {"aselmdb": ".aselmdb", "pyg-lmdb": ".lmdb"}
 
 _FACETS: dict[str, tuple[Callable[..., Atoms], tuple[str, ...]]] = {
     "fcc111": (fcc111, ("ontop", "bridge", "fcc", "hcp")),
@@ -397,6 +404,8 @@ def write_aselmdb(frames: Sequence[Atoms], path: str | Path, *, overwrite: bool 
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a directory, refusing to replace it")
+    _check_one_format(path.parent, ".aselmdb")
+    if path.exists() or path.is_symlink():
         _remove_lmdb(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -416,20 +425,46 @@ def write_aselmdb(frames: Sequence[Atoms], path: str | Path, *, overwrite: bool 
     return path
 
 
-def write_metadata(folder: str | Path) -> Path:
-    """``metadata.npz`` (natoms per structure) for every ``.aselmdb`` in ``folder``.
+def _aselmdb_natoms(path: Path) -> list[int]:
+    db = _lmdb_database_cls()(path, readonly=True, use_lock_file=False)
+    try:
+        return [int(row.natoms) for row in db.select()]
+    finally:
+        db.close()
 
-    fairchem's samplers balance batches by atom count and read it from the folder
-    that holds the data, so one folder holds one dataset (its files in sorted order).
+
+def _file_natoms(path: Path) -> list[int]:
+    """Atom counts of one dataset file, by format."""
+    if path.suffix == FORMATS["pyg-lmdb"]:
+        from fairchem_categorical.pyg_lmdb import lmdb_natoms
+
+        return lmdb_natoms(path)
+    return _aselmdb_natoms(path)
+
+
+def _check_one_format(folder: Path, suffix: str) -> None:
+    """Refuse to mix formats in a folder: ``metadata.npz`` can only describe one of them."""
+    others = [s for s in FORMATS.values() if s != suffix and any(folder.glob(f"*{s}"))]
+    if others:
+        raise ValueError(
+            f"{folder} already holds {' and '.join(others)} files; one folder holds one dataset "
+            f"(its metadata.npz describes one format), so write the {suffix} files elsewhere"
+        )
+
+
+def write_metadata(folder: str | Path, suffix: str = ".aselmdb") -> Path:
+    """``metadata.npz`` (natoms per structure) for every ``*suffix`` file in ``folder``.
+
+    fairchem's samplers (both lines) balance batches by atom count and read it from the
+    folder that holds the data, so one folder holds one dataset (its files in sorted order).
+    ``suffix`` is ``.aselmdb`` (ASE-LMDB) or ``.lmdb`` (pyg-lmdb).
     """
+    if suffix not in FORMATS.values():
+        raise ValueError(f"suffix must be one of {sorted(FORMATS.values())}, got {suffix!r}")
     folder = Path(folder)
     natoms: list[int] = []
-    for db_path in sorted(folder.glob("*.aselmdb")):
-        db = _lmdb_database_cls()(db_path, readonly=True, use_lock_file=False)
-        try:
-            natoms.extend(int(row.natoms) for row in db.select())
-        finally:
-            db.close()
+    for db_path in sorted(folder.glob(f"*{suffix}")):
+        natoms.extend(_file_natoms(db_path))
     out = folder / "metadata.npz"
     np.savez(out, natoms=np.asarray(natoms, dtype=np.int64))
     return out
@@ -475,10 +510,16 @@ def _read_one(path: Path, label: str) -> list[Atoms]:
     if path.stat().st_size == 0:
         raise ValueError(f"{label}: no structures in file (file is empty)")
     try:
-        if path.suffix in (".aselmdb", ".db"):
+        if path.suffix == FORMATS["pyg-lmdb"]:
+            from fairchem_categorical.pyg_lmdb import read_pyg_lmdb
+
+            images = read_pyg_lmdb(path)
+        elif path.suffix in (".aselmdb", ".db"):
             images = _read_db(path)
         else:
             images = ase.io.read(path, index=":")
+    except ImportError:  # a missing optional package: its own message says what to install
+        raise
     except Exception as exc:  # any parser failure becomes an error naming the file
         raise ValueError(
             f"{label}: could not read structures ({type(exc).__name__}: {exc})"
@@ -492,25 +533,33 @@ def _read_one(path: Path, label: str) -> list[Atoms]:
 
 
 def _expand(path: Path) -> list[Path]:
-    """A dataset folder stands for the ``.aselmdb`` files in it."""
-    if path.is_dir():
-        files = sorted(path.glob("*.aselmdb"))
-        if not files:
-            raise ValueError(f"{path}: folder holds no .aselmdb files")
-        return files
-    return [path]
+    """A dataset folder stands for its ``.aselmdb`` or its pyg ``.lmdb`` files."""
+    if not path.is_dir():
+        return [path]
+    found = {s: sorted(path.glob(f"*{s}")) for s in FORMATS.values()}
+    found = {s: files for s, files in found.items() if files}
+    if not found:
+        raise ValueError(f"{path}: folder holds no {' or '.join(FORMATS.values())} files")
+    if len(found) > 1:
+        raise ValueError(
+            f"{path}: folder holds both {' and '.join(found)} files; one folder holds one "
+            "dataset, so pass the files themselves"
+        )
+    return next(iter(found.values()))
 
 
 def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> list[Atoms]:
     """Read all structures from ASE-readable files and check each one is fully labelled.
 
     Supports anything ``ase.io.read`` understands (extxyz, traj, ...) plus ASE databases
-    (``.db`` SQLite, ``.aselmdb`` LMDB; row data is merged into ``info``). Every structure
+    (``.db`` SQLite, ``.aselmdb`` LMDB; row data is merged into ``info``) and fairchem 1.10's
+    pyg-lmdb ``.lmdb`` files (needs torch_geometric). Every structure
     must have a finite energy and finite (N, 3) forces; otherwise a ValueError names the file
     and the 0-based index in it, e.g. ``"data/x.xyz[3]: no forces"``. Nothing is skipped.
 
-    A folder reads every ``.aselmdb`` in it. With ``require_labels=False`` (prediction),
-    structures without any calculator results pass through unlabelled.
+    A folder reads every ``.aselmdb`` (or every ``.lmdb``) in it. With
+    ``require_labels=False`` (prediction), structures without any calculator results pass
+    through unlabelled.
 
     Returned frames carry a fresh SinglePointCalculator with energy, unconstrained forces
     (and stress if present).
@@ -536,19 +585,51 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
     return frames
 
 
-def convert(inputs: Sequence[str | Path], out: str | Path, overwrite: bool = False) -> int:
-    """Convert labelled structure files into one ``.aselmdb``; returns structures written.
+def _format_suffix(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown dataset format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return FORMATS[fmt]
 
-    ``out`` is a ``.aselmdb`` file or a folder (written as ``out/data.aselmdb``); either
-    way ``metadata.npz`` lands beside it and the folder is the dataset's ``src``.
+
+def _writer(fmt: str) -> Callable[..., Path]:
+    """The file writer for a format; fails now if pyg-lmdb's torch_geometric is missing."""
+    if fmt == "pyg-lmdb":
+        from fairchem_categorical.pyg_lmdb import _data_cls, write_pyg_lmdb
+
+        _data_cls()  # before any slow reading or generation
+        return write_pyg_lmdb
+    return write_aselmdb
+
+
+def convert(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    overwrite: bool = False,
+    *,
+    fmt: str = "aselmdb",
+) -> int:
+    """Convert labelled structure files into one dataset file; returns structures written.
+
+    ``fmt`` is ``"aselmdb"`` (fairchem-core 2.x) or ``"pyg-lmdb"`` (fairchem-core 1.10).
+    ``out`` is a file with that format's suffix (``.aselmdb`` / ``.lmdb``) or a folder
+    (written as ``out/data.aselmdb`` / ``out/data.lmdb``); either way ``metadata.npz`` lands
+    beside it and the folder is the dataset's ``src``.
     """
+    suffix = _format_suffix(fmt)
     out = Path(out)
-    if out.suffix != ".aselmdb":
-        out = out / "data.aselmdb"
+    if out.suffix in FORMATS.values() and out.suffix != suffix:
+        raise ValueError(
+            f"{out}: a {out.suffix} file name, but the format is {fmt!r} (files end in {suffix})"
+        )
+    if out.suffix != suffix:
+        out = out / f"data{suffix}"
     if out.exists() and not overwrite:  # fail before the (possibly slow) read
         raise FileExistsError(f"{out} already exists; pass overwrite=True to replace it")
+    if out.parent.is_dir():
+        _check_one_format(out.parent, suffix)
+    write = _writer(fmt)
     frames = read_frames(inputs)
-    write_aselmdb(frames, out, overwrite=overwrite)
+    write(frames, out, overwrite=overwrite)
     return len(frames)
 
 
@@ -583,10 +664,12 @@ def make_dataset(
     *,
     frames_per_system: int = 6,
     rattle_scale: float = 1.0,
+    fmt: str = "aselmdb",
 ) -> dict[str, Path]:
     """Generate the embedded dataset: ``out_dir/<split>/data.aselmdb`` (+ metadata.npz).
 
     Returns the split folders, which is what fairchem dataset configs take as ``src``.
+    With ``fmt="pyg-lmdb"`` each split is ``data.lmdb`` instead, for fairchem-core 1.10.
 
     Splitting is by system (``sid``), never by frame, so frames of one relaxation cannot leak
     between train and test. Default fractions are 0.7/0.15/0.15 for train/val/test; each
@@ -601,6 +684,7 @@ def make_dataset(
         if not (math.isfinite(frac) and frac > 0):
             raise ValueError(f"split {name!r} has fraction {frac}; fractions must be > 0")
     total = sum(splits.values())
+    suffix = _format_suffix(fmt)
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"split fractions must sum to 1, got {total}")
     if n_systems < len(splits):
@@ -610,10 +694,14 @@ def make_dataset(
         )
 
     out_dir = Path(out_dir)
-    paths = {name: out_dir / name / "data.aselmdb" for name in splits}
+    paths = {name: out_dir / name / f"data{suffix}" for name in splits}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True")
+    for path in paths.values():  # fail before the (slow) generation
+        if path.parent.is_dir():
+            _check_one_format(path.parent, suffix)
+    write = _writer(fmt)
 
     frames = generate_frames(
         n_systems=n_systems,
@@ -629,7 +717,7 @@ def make_dataset(
         sids = {int(s) for s in perm[start : start + count]}
         start += count
         chosen = [f for f in frames if f.info["sid"] in sids]
-        write_aselmdb(chosen, paths[name], overwrite=overwrite)
+        write(chosen, paths[name], overwrite=overwrite)
         if progress is not None:
             progress(f"wrote {len(chosen)} frames ({count} systems) to {paths[name]}")
     return {name: path.parent for name, path in paths.items()}

@@ -27,6 +27,9 @@ DEFAULT_LEVELS = np.arange(0.1, 1.0, 0.1)
 
 ArrayLike = np.ndarray | list[float] | tuple[float, ...]
 
+# numpy 2 renamed trapz; the fairchem 1.10 environment pins numpy<2
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
 
 def _flat(x: ArrayLike) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
@@ -90,8 +93,8 @@ def rejection_curve(uncertainty: ArrayLike, abs_error: ArrayLike,
     mae = (cum[a] + (n_keep - a) * group_mean) / n_keep
     by_e = np.cumsum(np.sort(e))
     oracle = by_e[n_keep - 1] / n_keep
-    auc = float(np.trapezoid(mae, f))
-    oracle_auc = float(np.trapezoid(oracle, f))
+    auc = float(_trapezoid(mae, f))
+    oracle_auc = float(_trapezoid(oracle, f))
     random_auc = float(e.mean() * (f[-1] - f[0]))
     denom = random_auc - oracle_auc
     ratio = (random_auc - auc) / denom if denom > 0 else math.nan

@@ -21,6 +21,6 @@ step "torch-scatter and torch-sparse from source (CPU only, ~35 min the first ti
 FORCE_ONLY_CPU=1 MAX_JOBS="${MAX_JOBS:-2}" "$pip" install -q --no-build-isolation torch-scatter
 FORCE_ONLY_CPU=1 MAX_JOBS="${MAX_JOBS:-2}" "$pip" install -q --no-build-isolation torch-sparse
 step "this package with its test tools"
-"$pip" install -q -e ".[test]"
+"$pip" install -q -e ".[fairchem1,test]"
 "$VENV/bin/python" -c "import torch, torch_scatter, torch_sparse, fairchem.core; print('torch', torch.__version__)"
 step "done"

@@ -20,15 +20,11 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from fairchem_categorical.data import generate_frames
 
 
-@functools.cache
 def fairchem_line() -> int | None:
     """Major version of the installed fairchem-core (1 or 2), or None."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    from fairchem_categorical.cli import installed_line
 
-        return int(version("fairchem-core").split(".")[0])
-    except (PackageNotFoundError, ValueError):
-        return None
+    return installed_line()
 
 
 def require_fairchem_line(line: int) -> None:

@@ -1,0 +1,170 @@
+"""Run a fairchem-core 1.10 checkpoint (categorical or scalar) over ASE data.
+
+The model is rebuilt from the checkpoint's config the way fairchem's own
+``load_model_and_weights_from_checkpoint`` does; its EMA weights are used when
+the checkpoint has them (as the OCP trainer's ``predict`` does), and scalar
+models get their saved normalizers and element references back.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from fairchem.core.common.registry import registry
+from fairchem.core.common.utils import load_state_dict, match_state_dict, setup_imports
+from fairchem.core.datasets import data_list_collater
+from fairchem.core.modules.exponential_moving_average import ExponentialMovingAverage
+from fairchem.core.modules.normalization.element_references import create_element_references
+from fairchem.core.modules.normalization.normalizer import create_normalizer
+from fairchem.core.preprocessing import AtomsToGraphs
+
+from fairchem_categorical.fairchem1.heads import CategoricalDirectForceHead, CategoricalEnergyHead
+from fairchem_categorical.predictions import StructurePrediction, split_batch
+
+# the OCP trainer's names for normalizers of checkpoints older than fairchem 1.0
+_OLD_KEYS = {"target": "energy", "grad_target": "forces"}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a fairchem 1.x trainer checkpoint (no config/state_dict)")
+    return ckpt
+
+
+def model_config(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint's model config, with a fine-tuned model's backbone config filled in.
+
+    A fine-tuning run names its starting checkpoint instead of a backbone; the
+    weights are all in this checkpoint, only the backbone's hyperparameters are
+    read from the starting one (as fairchem's convert_hydra_to_release does).
+    """
+    cfg = copy.deepcopy(ckpt["config"]["model"])
+    seen = {path.resolve()}
+    while "finetune_config" in cfg:
+        start = Path(cfg.pop("finetune_config")["starting_checkpoint"])
+        if "backbone" in cfg:
+            break
+        if not start.is_file():
+            raise FileNotFoundError(
+                f"{path} was fine-tuned from {start}, which holds the backbone's config and is "
+                "not on this machine; copy it there (or convert the checkpoint with fairchem's "
+                "scripts/convert_hydra_to_release.py)"
+            )
+        if start.resolve() in seen:
+            raise ValueError(f"fine-tuning checkpoints refer to each other in a loop: {start}")
+        seen.add(start.resolve())
+        parent = _load(start)["config"]["model"]
+        cfg["backbone"] = copy.deepcopy(parent.get("backbone"))
+        if cfg["backbone"] is None and "finetune_config" in parent:
+            cfg["finetune_config"] = parent["finetune_config"]
+    return cfg
+
+
+class LoadedModel:
+    """A 1.10 model in eval mode, with the trainer's denormalisation of its outputs."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+        path = Path(checkpoint)
+        ckpt = _load(path)
+        setup_imports()
+        cfg = model_config(ckpt, path)
+        name = cfg.pop("name")
+        self.model = registry.get_model_class(name)(**cfg)
+        load_state_dict(self.model, match_state_dict(self.model.state_dict(), ckpt["state_dict"]),
+                        strict=True)
+        if ckpt.get("ema"):
+            decay = ckpt["config"].get("optim", {}).get("ema_decay") or 0.999
+            ema = ExponentialMovingAverage(self.model.parameters(), decay)
+            ema.load_state_dict(ckpt["ema"])
+            ema.copy_to()
+        self.model.to(device).eval()
+        self.normalizers = {_OLD_KEYS.get(k, k): create_normalizer(state_dict=v).to(device)
+                            for k, v in (ckpt.get("normalizers") or {}).items()}
+        self.elementrefs = {k: create_element_references(state_dict=v).to(device)
+                            for k, v in (ckpt.get("elementrefs") or {}).items()}
+        heads = getattr(self.model, "output_heads", {})
+        self.energy_head = next((h for h in heads.values()
+                                 if isinstance(h, CategoricalEnergyHead)), None)
+        self.force_head = next((h for h in heads.values()
+                                if isinstance(h, CategoricalDirectForceHead)), None)
+        self.device = device
+
+    def denorm(self, key: str, pred: torch.Tensor, batch) -> torch.Tensor:
+        """What OCPTrainer._denorm_preds does: undo the normalizer, add element references."""
+        if key in self.normalizers:
+            pred = self.normalizers[key](pred)
+        if key in self.elementrefs:
+            pred = self.elementrefs[key](pred, batch)
+        return pred
+
+    def __call__(self, batch, seed: int) -> dict[str, torch.Tensor]:
+        # both backbones draw random edge-frame vectors; a fixed seed (on a forked RNG,
+        # the caller's stream untouched) makes predictions repeatable
+        with torch.random.fork_rng(devices=[] if self.device == "cpu" else None):
+            torch.manual_seed(seed)
+            out = self.model(batch.to(self.device))
+        flat: dict[str, torch.Tensor] = {}
+        for key, value in out.items():  # hydra models without pass_through nest per head
+            flat.update(value if isinstance(value, dict) else {key: value})
+        return {k: v.detach() for k, v in flat.items()}
+
+
+def _collect(loaded: LoadedModel, out: dict[str, torch.Tensor], batch, chunk, start: int
+             ) -> list[StructurePrediction]:
+    energy = loaded.denorm("energy", out["energy"].reshape(-1), batch)
+    forces = loaded.denorm("forces", out["forces"], batch) if "forces" in out else None
+    outputs: dict[str, torch.Tensor] = {}
+    head = loaded.energy_head
+    if head is not None:
+        refs = head.energy_transform.spec.batch_references(
+            batch.atomic_numbers, batch.batch, batch.natoms.numel())
+        outputs.update({k: out[k] for k in ("energy_std", "energy_entropy", "energy_edge_mass")})
+        outputs.update(head.histogram_in_ev(out[head.logits_key], batch.natoms, refs))
+    if loaded.force_head is not None:
+        outputs.update({k: out[k] for k in ("forces_std", "forces_entropy")})
+    return split_batch(
+        chunk, start, batch.natoms.cpu().numpy(), energy.double().cpu().numpy(),
+        None if forces is None else forces.double().cpu().numpy(),
+        {k: v.double().cpu().numpy() for k, v in outputs.items()},
+        fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None)
+
+
+def predict_atoms(
+    checkpoint: str | Path,
+    frames: Sequence,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+    seed: int = 0,
+) -> list[StructurePrediction]:
+    """Energies, forces and (for categorical heads) uncertainties for each frame."""
+    if not len(frames):
+        raise ValueError("no structures to predict")
+    loaded = LoadedModel(checkpoint, device)
+    a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
+                        r_fixed=True, r_pbc=True)
+    preds: list[StructurePrediction] = []
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        batch = data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True)
+        preds.extend(_collect(loaded, loaded(batch, seed + start), batch, chunk, start))
+        if progress:
+            progress(f"predicted {min(start + batch_size, len(frames))}/{len(frames)}")
+    return preds
+
+
+def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], **kwargs
+                  ) -> list[StructurePrediction]:
+    from fairchem_categorical.data import read_frames
+
+    frames = read_frames(paths, require_labels=False)
+    logging.info("predicting %d structures from %s", len(frames), [str(p) for p in paths])
+    return predict_atoms(checkpoint, frames, **kwargs)
