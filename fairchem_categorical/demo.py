@@ -1,4 +1,8 @@
-"""The main job: embedded data -> bins -> categorical and scalar eSEN -> table + plot."""
+"""The main job: embedded data -> bins -> categorical and scalar models -> table + plot.
+
+Runs the installed fairchem line: eSEN on fairchem-core 2.x (``.venv``), EquiformerV2
+on fairchem-core 1.10 (``.venv-fairchem1``).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fairchem_categorical.cli import REPO_CONFIGS, train
+from fairchem_categorical.cli import REPO_CONFIGS, installed_line, predict_files, train
 
-CATEGORICAL = "esen_categorical_conserving.yaml"
-SCALAR = "esen_scalar_conserving.yaml"
+# per fairchem line: backbone, categorical config, scalar config, dataset format
+LINES = {
+    2: ("eSEN", "esen_categorical_conserving.yaml", "esen_scalar_conserving.yaml", "aselmdb"),
+    1: ("EquiformerV2", "equiformer_v2_categorical.yml", "equiformer_v2_scalar.yml",
+        "pyg-lmdb"),
+}
+DATA_FILE = {"aselmdb": "data.aselmdb", "pyg-lmdb": "data.lmdb"}
 DEFAULT_EPOCHS = 25
 
 
@@ -24,22 +33,27 @@ def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed
     """Run every step, print the comparison table, return it (also in out/summary.json)."""
     from fairchem_categorical.binsfile import fit_bins_files, write_bins
     from fairchem_categorical.data import make_dataset
-    from fairchem_categorical.fairchem2.predict import predict_files
     from fairchem_categorical.plots import plot_energy_distributions
     from fairchem_categorical.predictions import read_predictions, write_predictions
     from fairchem_categorical.uncertainty import evaluate_predictions
 
     t0 = time.time()
+    line = installed_line()
+    if line not in LINES:
+        raise RuntimeError("the demo needs fairchem-core (2.x in .venv or 1.10 in "
+                           ".venv-fairchem1); see the README")
+    backbone, categorical, scalar, fmt = LINES[line]
     epochs = max_epochs or DEFAULT_EPOCHS
-    configs = configs or REPO_CONFIGS / "fairchem2"
+    configs = configs or REPO_CONFIGS / f"fairchem{line}"
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
-    _say(f"[1/5] embedded dataset ({n_systems} EMT adsorbate+slab systems, seed {seed})")
-    if (data / "test" / "data.aselmdb").is_file():
+    _say(f"[1/5] embedded dataset ({n_systems} EMT adsorbate+slab systems, seed {seed}, "
+         f"{fmt}) for fairchem-core {line}.x")
+    if (data / "test" / DATA_FILE[fmt]).is_file():
         splits = {s: data / s for s in ("train", "val", "test")}
         _say(f"  reusing {data}")
     else:
-        splits = make_dataset(data, n_systems=n_systems, seed=seed, progress=_say)
+        splits = make_dataset(data, n_systems=n_systems, seed=seed, progress=_say, fmt=fmt)
     _say("[2/5] fit-bins on the train split")
     fit = fit_bins_files([splits["train"]])
     bins = write_bins(fit, out / "bins.yaml", [splits["train"]])
@@ -47,10 +61,14 @@ def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed
          f"bins -> {bins}")
 
     results: dict[str, dict[str, float]] = {}
-    for step, (name, config) in enumerate((("categorical", CATEGORICAL), ("scalar", SCALAR)), 3):
-        _say(f"[{step}/5] training {name} eSEN ({config}, {epochs} epochs) through fairchem")
+    for step, (name, config) in enumerate((("categorical", categorical), ("scalar", scalar)), 3):
+        _say(f"[{step}/5] training {name} {backbone} ({config}, {epochs} epochs) through "
+             "fairchem")
         t = time.time()
-        ckpt = train(configs / config, str(splits["train"]), str(splits["val"]), bins=bins,
+        # 2.x scalar configs take their element references from the bins; 1.10 ones fit
+        # their own with fairchem
+        ckpt = train(configs / config, str(splits["train"]), str(splits["val"]),
+                     bins=bins if name == "categorical" or line == 2 else None,
                      max_epochs=epochs, seed=seed, run_dir=out / "runs" / name)
         train_s = time.time() - t
         _say(f"  checkpoint {ckpt} ({train_s:.0f} s)")

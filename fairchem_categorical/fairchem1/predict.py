@@ -50,7 +50,7 @@ def model_config(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     seen = {path.resolve()}
     while "finetune_config" in cfg:
         start = Path(cfg.pop("finetune_config")["starting_checkpoint"])
-        if "backbone" in cfg:
+        if cfg.get("backbone") is not None:
             break
         if not start.is_file():
             raise FileNotFoundError(
@@ -119,8 +119,10 @@ class LoadedModel:
 
 def _collect(loaded: LoadedModel, out: dict[str, torch.Tensor], batch, chunk, start: int
              ) -> list[StructurePrediction]:
-    energy = loaded.denorm("energy", out["energy"].reshape(-1), batch)
-    forces = loaded.denorm("forces", out["forces"], batch) if "forces" in out else None
+    # shaped as OCPTrainer._forward shapes them: (systems, 1) and (atoms, 3)
+    energy = loaded.denorm("energy", out["energy"].reshape(-1, 1), batch).reshape(-1)
+    forces = loaded.denorm("forces", out["forces"].reshape(-1, 3), batch) \
+        if "forces" in out else None
     outputs: dict[str, torch.Tensor] = {}
     head = loaded.energy_head
     if head is not None:

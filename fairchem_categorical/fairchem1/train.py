@@ -95,6 +95,10 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
            "--timestamp-id", timestamp_id, "--identifier", config.stem]
     if seed is not None:
         cmd += ["--seed", str(seed)]
+    import torch
+
+    if not torch.cuda.is_available():
+        cmd.append("--cpu")  # without it fairchem 1.10 asks for an NCCL process group
     cmd += overrides
     log = run_dir / f"{timestamp_id}.log"
     if say:
