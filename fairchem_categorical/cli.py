@@ -132,7 +132,7 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
         from fairchem_categorical.fairchem1.train import run
 
         return run(config, run_dir, timestamp_id, train_data, val_data, bins, max_epochs, seed,
-                   list(overrides or []), None if quiet else _say, _is_progress)
+                   list(overrides or []), None if quiet else _say, _is_progress, progress_text)
     # A private copy of the config folder, so a bins file from anywhere becomes
     # the `bins` group entry Hydra composes (and the run records what it used).
     config_dir = run_dir / timestamp_id / "config"
@@ -164,13 +164,18 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
         for line_ in proc.stdout:
             fh.write(line_)
             if not quiet and _is_progress(line_):
-                _say("  " + line_.strip()[:200])
+                _say("  " + progress_text(line_))
         code = proc.wait()
     final = _final_checkpoint(run_dir, timestamp_id)
     if code != 0 or not final.is_file():
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
         raise RuntimeError(f"fairchem training failed (exit {code}); last lines of {log}:\n{tail}")
     return final
+
+
+def progress_text(line: str) -> str:
+    """A fairchem log line without its timestamp and source-path prefix."""
+    return line.strip().split("(INFO): ", 1)[-1][:200]
 
 
 def _is_progress(line: str) -> bool:

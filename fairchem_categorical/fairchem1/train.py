@@ -84,7 +84,7 @@ def final_checkpoint(run_dir: Path, timestamp_id: str) -> Path:
 def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
         val_data: str | None, bins: str | Path | None, max_epochs: int | None,
         seed: int | None, overrides: list[str], say: Callable[[str], None] | None,
-        is_progress: Callable[[str], bool]) -> Path:
+        is_progress: Callable[[str], bool], progress_text: Callable[[str], str]) -> Path:
     """Train; returns the last checkpoint (``checkpoint.pt``, with its EMA weights)."""
     cfg = resolve_config(config, train_data, val_data, bins, max_epochs)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
         for line in proc.stdout:
             fh.write(line)
             if say and is_progress(line):
-                say("  " + line.strip()[:200])
+                say("  " + progress_text(line))
         code = proc.wait()
     final = final_checkpoint(run_dir, timestamp_id)
     if code != 0 or not final.is_file():
