@@ -69,3 +69,41 @@ def read_bins(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path} is not a fit-bins file: missing {sorted(missing)}")
     return data
+
+
+ENERGY_HEADS = ("CategoricalEnergyHead", "categorical_energy_head")
+FORCE_HEADS = ("CategoricalDirectForceHead", "categorical_direct_force_head")
+
+
+def _is(module: str, names: tuple[str, ...]) -> bool:
+    return module.rsplit(".", 1)[-1] in names
+
+
+def apply_bins(config: dict[str, Any], bins: dict[str, Any]) -> list[str]:
+    """Put a fit-bins result into an OCP-trainer (fairchem 1.10) config; returns where.
+
+    Every categorical head and every dataset with a ``categorical`` block gets it, so the
+    heads and the binned targets cannot disagree.
+    """
+    changed = []
+    for name, head in (config.get("model", {}).get("heads") or {}).items():
+        module = str(head.get("module", ""))
+        if _is(module, ENERGY_HEADS):
+            head["support"], head["energy"] = bins["support"], bins["energy"]
+            changed.append(f"model.heads.{name}")
+        elif _is(module, FORCE_HEADS):
+            head["force_support"] = bins["force_support"]
+            head["prior_mean"] = bins.get("stats", {}).get("force_mean", head.get("prior_mean"))
+            changed.append(f"model.heads.{name}")
+    for split, ds in (config.get("dataset") or {}).items():
+        if isinstance(ds, dict) and isinstance(ds.get("categorical"), dict):
+            cat = ds["categorical"]
+            cat["energy"], cat["support"] = bins["energy"], bins["support"]
+            if "force_support" in cat:
+                cat["force_support"] = bins["force_support"]
+            changed.append(f"dataset.{split}.categorical")
+    if "categorical_bins" in config:
+        config["categorical_bins"] = bins
+    if not changed:
+        raise ValueError("--bins given, but the config has no categorical heads or binned dataset")
+    return changed

@@ -48,7 +48,7 @@ def _data_cls() -> type:
     except ImportError as exc:
         raise ImportError(
             "pyg-lmdb (.lmdb) datasets need the 'torch_geometric' package (torch-geometric), "
-            "which comes with the fairchem1 environment: create it with `make .venv-fairchem1` "
+            "which comes with the fairchem1 environment: create it with `make venv-fairchem1` "
             "and use .venv-fairchem1/bin/python"
         ) from exc
     return Data
