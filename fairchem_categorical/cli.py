@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,7 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
         from fairchem_categorical.fairchem1.train import run
 
         return run(config, run_dir, timestamp_id, train_data, val_data, bins, max_epochs, seed,
-                   list(overrides or []), None if quiet else _say, _is_progress, progress_text)
+                   list(overrides or []), None if quiet else _say)
     # A private copy of the config folder, so a bins file from anywhere becomes
     # the `bins` group entry Hydra composes (and the run records what it used).
     config_dir = run_dir / timestamp_id / "config"
@@ -158,19 +159,29 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
     log = run_dir / timestamp_id / "train.log"
     if not quiet:
         _say(f"training {config.name} -> {run_dir / timestamp_id} (log: {log})")
+    code = run_logged(cmd, log, None if quiet else _say)
+    final = _final_checkpoint(run_dir, timestamp_id)
+    check_trained(code, final, log)
+    return final
+
+
+def run_logged(cmd: list[str], log: Path, say: Callable[[str], None] | None = None) -> int:
+    """Run fairchem's CLI, its whole output to ``log``, progress lines to ``say``."""
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        for line_ in proc.stdout:
-            fh.write(line_)
-            if not quiet and _is_progress(line_):
-                _say("  " + progress_text(line_))
-        code = proc.wait()
-    final = _final_checkpoint(run_dir, timestamp_id)
+        for line in proc.stdout:
+            fh.write(line)
+            if say is not None and _is_progress(line):
+                say("  " + progress_text(line))
+        return proc.wait()
+
+
+def check_trained(code: int, final: Path, log: Path) -> None:
+    """A clear error with the log's tail when fairchem failed or wrote no checkpoint."""
     if code != 0 or not final.is_file():
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
         raise RuntimeError(f"fairchem training failed (exit {code}); last lines of {log}:\n{tail}")
-    return final
 
 
 def progress_text(line: str) -> str:
@@ -192,16 +203,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- predict -------------------------------------------------------------------------------
-def predict_files(checkpoint: str | Path, data, **kwargs):
-    """The installed fairchem line's ``predict_files`` (a checkpoint loads only in its own)."""
+def predict_files(checkpoint: str | Path, paths, **kwargs):
+    """Predict the structures of data files with the installed fairchem line's model.
+
+    A checkpoint loads only in its own line's environment (fairchem 1.10 and 2.x pickle
+    different classes), so the line is the installed one.
+    """
+    import logging
+
+    from fairchem_categorical.data import read_frames
+
     line = installed_line()
     if line == 1:
-        from fairchem_categorical.fairchem1.predict import predict_files as run
+        from fairchem_categorical.fairchem1.predict import predict_atoms
     elif line == 2:
-        from fairchem_categorical.fairchem2.predict import predict_files as run
+        from fairchem_categorical.fairchem2.predict import predict_atoms
     else:
         raise RuntimeError("predict needs fairchem-core (1.10 in .venv-fairchem1, 2.x in .venv)")
-    return run(checkpoint, data, **kwargs)
+    frames = read_frames(paths, require_labels=False)
+    logging.info("predicting %d structures from %s", len(frames), [str(p) for p in paths])
+    return predict_atoms(checkpoint, frames, **kwargs)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -240,7 +261,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     _require_line(2, "calibrate")
     from fairchem_categorical.fairchem2.calibrate import fit_from_predictions, write_temperature
-    from fairchem_categorical.fairchem2.predict import predict_files
     from fairchem_categorical.uncertainty import evaluate_predictions
 
     def score(ckpt: str) -> dict[str, float]:

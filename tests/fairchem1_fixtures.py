@@ -17,6 +17,9 @@ from fairchem.core.preprocessing import AtomsToGraphs
 
 import fairchem_categorical.fairchem1  # noqa: F401  (registers heads, loss and dataset)
 from tests.reference import (  # noqa: F401  (re-exported for the fairchem1 test modules)
+    ENERGY,
+    FORCE_SUPPORT,
+    SUPPORT,
     np_centers,
     np_hl_gauss,
     np_log_softmax,
@@ -27,14 +30,6 @@ from tests.reference import (  # noqa: F401  (re-exported for the fairchem1 test
     small_frames,
 )
 
-SUPPORT: dict[str, Any] = {"low": -4.0, "high": 6.0, "num_bins": 32}
-FORCE_SUPPORT: dict[str, Any] = {"low": 0.0, "high": 5.0, "num_bins": 24}
-ENERGY: dict[str, Any] = {
-    "element_references": [0.0] * 100,
-    "mean": 0.1,
-    "std": 0.05,
-    "level": "per_atom",
-}
 ENERGY_HEAD = "fairchem_categorical.fairchem1.heads.CategoricalEnergyHead"
 FORCE_HEAD = "fairchem_categorical.fairchem1.heads.CategoricalDirectForceHead"
 EQV2 = "fairchem.core.models.equiformer_v2.equiformer_v2.EquiformerV2Backbone"

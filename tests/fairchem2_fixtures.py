@@ -17,6 +17,9 @@ from fairchem.core.models.base import HydraModel
 
 import fairchem_categorical.fairchem2  # noqa: F401  (registers the heads, loss and dataset)
 from tests.reference import (  # noqa: F401  (re-exported for the fairchem2 test modules)
+    ENERGY,
+    FORCE_SUPPORT,
+    SUPPORT,
     np_centers,
     np_hl_gauss,
     np_log_softmax,
@@ -26,15 +29,6 @@ from tests.reference import (  # noqa: F401  (re-exported for the fairchem2 test
     single_torch_thread,
     small_frames,
 )
-
-SUPPORT: dict[str, Any] = {"low": -4.0, "high": 6.0, "num_bins": 32}
-FORCE_SUPPORT: dict[str, Any] = {"low": 0.0, "high": 5.0, "num_bins": 24}
-ENERGY: dict[str, Any] = {
-    "element_references": [0.0] * 100,
-    "mean": 0.1,
-    "std": 0.05,
-    "level": "per_atom",
-}
 
 ENERGY_HEAD = "fairchem_categorical.fairchem2.heads.CategoricalEnergyHead"
 FORCE_HEAD = "fairchem_categorical.fairchem2.heads.CategoricalDirectForceHead"

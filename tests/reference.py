@@ -19,6 +19,16 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from fairchem_categorical.data import generate_frames
 
+# Small supports and an energy transform for the heads' unit tests (both lines).
+SUPPORT: dict[str, Any] = {"low": -4.0, "high": 6.0, "num_bins": 32}
+FORCE_SUPPORT: dict[str, Any] = {"low": 0.0, "high": 5.0, "num_bins": 24}
+ENERGY: dict[str, Any] = {
+    "element_references": [0.0] * 100,
+    "mean": 0.1,
+    "std": 0.05,
+    "level": "per_atom",
+}
+
 
 def fairchem_line() -> int | None:
     """Major version of the installed fairchem-core (1 or 2), or None."""

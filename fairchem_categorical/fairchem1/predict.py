@@ -9,7 +9,6 @@ models get their saved normalizers and element references back.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,12 +160,3 @@ def predict_atoms(
         if progress:
             progress(f"predicted {min(start + batch_size, len(frames))}/{len(frames)}")
     return preds
-
-
-def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], **kwargs
-                  ) -> list[StructurePrediction]:
-    from fairchem_categorical.data import read_frames
-
-    frames = read_frames(paths, require_labels=False)
-    logging.info("predicting %d structures from %s", len(frames), [str(p) for p in paths])
-    return predict_atoms(checkpoint, frames, **kwargs)

@@ -8,7 +8,6 @@ exact config that trained the model.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -52,9 +51,12 @@ def final_checkpoint(run_dir: Path, timestamp_id: str) -> Path:
 
 def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
         val_data: str | None, bins: str | Path | None, max_epochs: int | None,
-        seed: int | None, overrides: list[str], say: Callable[[str], None] | None,
-        is_progress: Callable[[str], bool], progress_text: Callable[[str], str]) -> Path:
+        seed: int | None, overrides: list[str], say: Callable[[str], None] | None) -> Path:
     """Train; returns the last checkpoint (``checkpoint.pt``, with its EMA weights)."""
+    import torch
+
+    from fairchem_categorical.cli import check_trained, run_logged
+
     cfg = resolve_config(config, train_data, val_data, bins, max_epochs)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = run_dir / f"{timestamp_id}.yml"
@@ -64,24 +66,12 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
            "--timestamp-id", timestamp_id, "--identifier", config.stem]
     if seed is not None:
         cmd += ["--seed", str(seed)]
-    import torch
-
     if not torch.cuda.is_available():
         cmd.append("--cpu")  # without it fairchem 1.10 asks for an NCCL process group
     cmd += overrides
     log = run_dir / f"{timestamp_id}.log"
     if say:
         say(f"training {config.name} -> {run_dir} (log: {log})")
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            if say and is_progress(line):
-                say("  " + progress_text(line))
-        code = proc.wait()
     final = final_checkpoint(run_dir, timestamp_id)
-    if code != 0 or not final.is_file():
-        tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
-        raise RuntimeError(f"fairchem training failed (exit {code}); last lines of {log}:\n{tail}")
+    check_trained(run_logged(cmd, log, say), final, log)
     return final

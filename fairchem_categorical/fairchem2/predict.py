@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -107,12 +106,3 @@ def _collect(out, batch, chunk, start, energy_task, forces_task, energy_head, fo
         None if forces is None else forces.cpu().numpy(),
         {k: v.cpu().numpy() for k, v in outputs.items()},
         fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None)
-
-
-def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], **kwargs
-                  ) -> list[StructurePrediction]:
-    from fairchem_categorical.data import read_frames
-
-    frames = read_frames(paths, require_labels=False)
-    logging.info("predicting %d structures from %s", len(frames), [str(p) for p in paths])
-    return predict_atoms(checkpoint, frames, **kwargs)
