@@ -78,7 +78,8 @@ def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed
         results[name] = {**evaluate_predictions(columns, dict(np.load(npz_path))),
                          "train_seconds": train_s}
         if name == "categorical":
-            png = plot_energy_distributions(npz_path, columns, out / "energy_distributions.png")
+            png = plot_energy_distributions(npz_path, columns, out / "energy_distributions.png",
+                                            model_name=f"Categorical {backbone}")
             _say(f"  predictions {csv_path}; plot {png}")
 
     _say("[5/5] test-set comparison (same backbone, data, references and budget)")

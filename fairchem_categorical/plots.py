@@ -8,7 +8,8 @@ import numpy as np
 
 
 def plot_energy_distributions(npz_path: str | Path, predictions: dict[str, np.ndarray],
-                              out_png: str | Path, k: int = 6) -> Path:
+                              out_png: str | Path, k: int = 6,
+                              model_name: str = "Categorical model") -> Path:
     """Predicted energy histograms of ``k`` structures with the DFT/EMT target marked.
 
     Picks structures spread over the range of predicted std, so both confident and
@@ -48,7 +49,7 @@ def plot_energy_distributions(npz_path: str | Path, predictions: dict[str, np.nd
     for ax in axes.ravel()[len(picks):]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
-    fig.suptitle("Categorical eSEN: predicted energy distributions on test structures")
+    fig.suptitle(f"{model_name}: predicted energy distributions on test structures")
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=110)

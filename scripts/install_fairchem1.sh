@@ -17,7 +17,7 @@ pip="$VENV/bin/pip"
 "$pip" install -q --upgrade pip "setuptools<81" wheel ninja
 step "fairchem-core 1.10.0 with its torch 2.4 (numpy<2, scipy<1.15: fairchem 1.10 imports sph_harm)"
 "$pip" install -q "fairchem-core==1.10.0" "numpy<2" "scipy<1.15"
-step "torch-scatter and torch-sparse from source (CPU only, ~35 min the first time)"
+step "torch-scatter and torch-sparse from source (CPU only; ~15 min on 2 cores the first time)"
 FORCE_ONLY_CPU=1 MAX_JOBS="${MAX_JOBS:-2}" "$pip" install -q --no-build-isolation torch-scatter
 FORCE_ONLY_CPU=1 MAX_JOBS="${MAX_JOBS:-2}" "$pip" install -q --no-build-isolation torch-sparse
 step "this package with its test tools"
