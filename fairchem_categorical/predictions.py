@@ -8,13 +8,15 @@ histogram (``energy_bin_centers`` in eV, ``energy_probs``). Units: eV, eV/A, nat
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 CSV_COLUMNS = (
     "index", "sid", "natoms", "energy", "energy_std", "energy_entropy", "energy_edge_mass",
@@ -99,6 +101,37 @@ def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.nda
             **{k: float(outputs[k][i]) for k in PER_STRUCTURE if k in outputs},
         ))
     return preds
+
+
+def predict_in_chunks(
+    frames: Sequence,
+    batch_size: int,
+    predict_chunk: Callable[[Sequence, int], list[StructurePrediction]],
+    progress: Callable[[str], None] | None = None,
+) -> list[StructurePrediction]:
+    """Both lines' batching loop: ``predict_chunk(chunk, start)`` per batch, with progress."""
+    if not len(frames):
+        raise ValueError("no structures to predict")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    preds: list[StructurePrediction] = []
+    for start in range(0, len(frames), batch_size):
+        preds.extend(predict_chunk(frames[start:start + batch_size], start))
+        if progress:
+            progress(f"predicted {min(start + batch_size, len(frames))}/{len(frames)}")
+    return preds
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: str) -> Iterator[None]:
+    """A fixed seed on a forked RNG (the caller's stream untouched).
+
+    eSCN-family backbones draw a random rotation about each edge per forward pass;
+    seeding each batch makes predictions repeatable.
+    """
+    with torch.random.fork_rng(devices=[] if str(device) == "cpu" else None):
+        torch.manual_seed(seed)
+        yield
 
 
 def write_predictions(preds: list[StructurePrediction], out_csv: str | Path) -> tuple[Path, Path]:

@@ -23,7 +23,12 @@ from fairchem.core.modules.normalization.normalizer import create_normalizer
 from fairchem.core.preprocessing import AtomsToGraphs
 
 from fairchem_categorical.fairchem1.heads import CategoricalDirectForceHead, CategoricalEnergyHead
-from fairchem_categorical.predictions import StructurePrediction, split_batch
+from fairchem_categorical.predictions import (
+    StructurePrediction,
+    predict_in_chunks,
+    seeded,
+    split_batch,
+)
 
 # the OCP trainer's names for normalizers of checkpoints older than fairchem 1.0
 _OLD_KEYS = {"target": "energy", "grad_target": "forces"}
@@ -105,10 +110,7 @@ class LoadedModel:
         return pred
 
     def __call__(self, batch, seed: int) -> dict[str, torch.Tensor]:
-        # both backbones draw random edge-frame vectors; a fixed seed (on a forked RNG,
-        # the caller's stream untouched) makes predictions repeatable
-        with torch.random.fork_rng(devices=[] if self.device == "cpu" else None):
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):  # both backbones draw random edge-frame vectors
             out = self.model(batch.to(self.device))
         flat: dict[str, torch.Tensor] = {}
         for key, value in out.items():  # hydra models without pass_through nest per head
@@ -152,11 +154,9 @@ def predict_atoms(
     loaded = LoadedModel(checkpoint, device)
     a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
                         r_fixed=True, r_pbc=True)
-    preds: list[StructurePrediction] = []
-    for start in range(0, len(frames), batch_size):
-        chunk = frames[start:start + batch_size]
+
+    def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
         batch = data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True)
-        preds.extend(_collect(loaded, loaded(batch, seed + start), batch, chunk, start))
-        if progress:
-            progress(f"predicted {min(start + batch_size, len(frames))}/{len(frames)}")
-    return preds
+        return _collect(loaded, loaded(batch, seed + start), batch, chunk, start)
+
+    return predict_in_chunks(frames, batch_size, chunk_predictions, progress)

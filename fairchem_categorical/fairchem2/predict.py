@@ -11,7 +11,12 @@ from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_ba
 from fairchem.core.units.mlip_unit.utils import load_inference_model
 
 from fairchem_categorical.fairchem2.heads import CategoricalDirectForceHead, CategoricalEnergyHead
-from fairchem_categorical.predictions import StructurePrediction, split_batch
+from fairchem_categorical.predictions import (
+    StructurePrediction,
+    predict_in_chunks,
+    seeded,
+    split_batch,
+)
 
 
 def load_model(checkpoint: str | Path, device: str = "cpu"):
@@ -65,20 +70,15 @@ def predict_atoms(
     dataset_name = energy_task.datasets[0]
     energy_head = _find_head(model, CategoricalEnergyHead)
     force_head = _find_head(model, CategoricalDirectForceHead)
-    preds: list[StructurePrediction] = []
-    for start in range(0, len(frames), batch_size):
-        chunk = frames[start:start + batch_size]
+
+    def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
         batch = atomicdata_list_to_batch([_to_data(a, dataset_name) for a in chunk]).to(device)
-        # eSCN draws a random rotation about each edge per forward pass; a fixed seed
-        # (on a forked RNG, the caller's stream untouched) makes predictions repeatable.
-        with torch.random.fork_rng(devices=[] if device == "cpu" else None):
-            torch.manual_seed(seed + start)
+        with seeded(seed + start, device):
             out = model(batch)
-        preds.extend(_collect(out, batch, chunk, start, energy_task, forces_task, energy_head,
-                              force_head))
-        if progress:
-            progress(f"predicted {min(start + batch_size, len(frames))}/{len(frames)}")
-    return preds
+        return _collect(out, batch, chunk, start, energy_task, forces_task, energy_head,
+                        force_head)
+
+    return predict_in_chunks(frames, batch_size, chunk_predictions, progress)
 
 
 def _collect(out, batch, chunk, start, energy_task, forces_task, energy_head, force_head):
