@@ -39,11 +39,11 @@ demo: $(STAMP)
 demo-fairchem1: $(STAMP1)
 	$(VENV1)/bin/fairchem-categorical demo --out demo_out_fairchem1
 
-test: $(STAMP) $(STAMP1)
+test: lint $(STAMP1)
 	$(PY) $(PYTEST)
 	$(PY1) $(PYTEST)
 
-test-fast: $(STAMP) $(STAMP1)
+test-fast: lint $(STAMP1)
 	$(PY) $(PYTEST) -m "not slow"
 	$(PY1) $(PYTEST) -m "not slow"
 
@@ -51,8 +51,10 @@ test-fast: $(STAMP) $(STAMP1)
 benchmark: $(STAMP)
 	$(PY) benchmarks/uncertainty.py --out benchmarks/out
 
+# ruff, and the layout's import contracts (pyproject.toml [tool.importlinter])
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fairchem_categorical tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf demo_out demo_out_fairchem1 runs .pytest_cache

@@ -30,22 +30,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fairchem_categorical.binsfile import fit_bins_files, write_bins  # noqa: E402
-from fairchem_categorical.calibration import (  # noqa: E402
-    bin_index_from_centers,
-    fit_temperature,
-    logits_from_probs,
-)
-from fairchem_categorical.cli import train  # noqa: E402
+from fairchem_categorical.app.jobs import train  # noqa: E402
+from fairchem_categorical.bins import fit_bins_files, write_bins  # noqa: E402
+from fairchem_categorical.calibration import fit_from_predictions, retemper  # noqa: E402
 from fairchem_categorical.data import make_dataset, read_frames  # noqa: E402
 from fairchem_categorical.ensemble import combine  # noqa: E402
 from fairchem_categorical.predictions import (  # noqa: E402
     StructurePrediction,
-    read_predictions,
+    as_columns,
     write_predictions,
 )
-from fairchem_categorical.tables import markdown_table  # noqa: E402
-from fairchem_categorical.uncertainty import evaluate_predictions  # noqa: E402
+from fairchem_categorical.report.metrics import evaluate_predictions  # noqa: E402
+from fairchem_categorical.report.tables import markdown_table  # noqa: E402
 
 CONFIGS = REPO / "configs" / "fairchem2"
 # The benchmark's backbone: small enough that 7 trainings fit a CPU budget.
@@ -86,26 +82,18 @@ def _predict(ckpt: Path, frames: list) -> tuple[list[StructurePrediction], float
 
 
 def _evaluate(name: str, preds: list, ood: list, out: Path) -> dict[str, float]:
-    csv_in, npz_in = write_predictions(preds, out / f"{name}_test.csv")
-    csv_ood, _ = write_predictions(ood, out / f"{name}_ood.csv")
-    return evaluate_predictions(read_predictions(csv_in), dict(np.load(npz_in)),
-                                read_predictions(csv_ood))
+    write_predictions(preds, out / f"{name}_test.csv")
+    write_predictions(ood, out / f"{name}_ood.csv")
+    return evaluate_predictions(*as_columns(preds), as_columns(ood)[0])
 
 
 def _with_temperature(preds: list[StructurePrediction], t: float) -> list[StructurePrediction]:
     """The same predictions re-decoded at temperature ``t`` (histograms sharpen or widen)."""
-    out = []
-    for p in preds:
-        logp = np.log(np.clip(p.energy_probs, 1e-30, None)) / t
-        q = np.exp(logp - logp.max())
-        q /= q.sum()
-        c = p.energy_bin_centers
-        mean = float((q * c).sum())
-        std = float(np.sqrt((q * (c - mean) ** 2).sum()))
-        ent = float(-(q * np.log(np.clip(q, 1e-30, None))).sum())
-        out.append(StructurePrediction(**{**p.__dict__, "energy": mean, "energy_std": std,
-                                          "energy_entropy": ent, "energy_probs": q}))
-    return out
+    new = retemper(np.stack([p.energy_probs for p in preds]),
+                   np.stack([p.energy_bin_centers for p in preds]), t)
+    return [StructurePrediction(**{**p.__dict__, **{k: v[i] if v.ndim > 1 else float(v[i])
+                                                   for k, v in new.items()}})
+            for i, p in enumerate(preds)]
 
 
 def run(out: Path, epochs: int, members: int, n_systems: int) -> dict[str, dict[str, float]]:
@@ -124,7 +112,7 @@ def run(out: Path, epochs: int, members: int, n_systems: int) -> dict[str, dict[
         t = time.time()
         ckpt = train(CONFIGS / config, str(data["train"]), str(data["val"]), bins=bins,
                      max_epochs=epochs, seed=seed, run_dir=out / "runs" / tag,
-                     overrides=BACKBONE, quiet=True)
+                     overrides=BACKBONE)
         _say(f"  trained {tag} in {time.time() - t:.0f} s")
         return ckpt, time.time() - t
 
@@ -136,10 +124,7 @@ def run(out: Path, epochs: int, members: int, n_systems: int) -> dict[str, dict[
     results["categorical"] = {**_evaluate("categorical", cat_test, cat_ood, out),
                               "models": 1, "train_seconds": secs, "inference_ms": ms}
     cat_val, _ = _predict(ckpt, val)
-    t_fit = fit_temperature(
-        logits_from_probs(np.stack([p.energy_probs for p in cat_val])),
-        bin_index_from_centers(np.stack([p.energy_bin_centers for p in cat_val]),
-                               np.array([p.energy_target for p in cat_val])))
+    t_fit = fit_from_predictions(cat_val)
     results["categorical + temperature"] = {
         **_evaluate("categorical_T", _with_temperature(cat_test, t_fit),
                     _with_temperature(cat_ood, t_fit), out),

@@ -21,7 +21,14 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
-from fairchem_categorical.histogram import HistogramSupport
+from fairchem_categorical.histogram import (
+    HistogramSupport,
+    bin_geometry,
+    bin_index,
+    entropy,
+    moments,
+)
+from fairchem_categorical.predictions import StructurePrediction
 
 # Below float32's normal range starts (1.2e-38) nothing is resolved anyway; 1e-12 would
 # be too high: at T = 3 a floored bin regains (1e-12)^(1/3) = 1e-4 of the peak's weight,
@@ -59,11 +66,24 @@ def bin_index_from_centers(centers: np.ndarray | torch.Tensor,
                          f"{tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
         raise ValueError("targets must be finite to locate their bins")
-    width = c[:, 1] - c[:, 0]
-    if not bool((width > 0).all()):
-        raise ValueError("bin centers must increase along each row")
-    k = torch.floor((t - (c[:, 0] - width / 2)) / width).long()
-    return k.clamp(0, c.shape[1] - 1)
+    left, width = bin_geometry(c)
+    return bin_index(t, left, width, c.shape[1])
+
+
+def retemper(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor,
+             temperature: float) -> dict[str, np.ndarray]:
+    """Histograms re-decoded at ``temperature``: probs, mean, std and entropy per row.
+
+    What a checkpoint calibrated to T predicts, from the histograms of the uncalibrated
+    one (``logits_from_probs``), without running the model again.
+    """
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    q = torch.softmax(logits_from_probs(probs) / temperature, dim=-1)
+    c = torch.as_tensor(np.asarray(centers, dtype=np.float64))
+    mean, std = moments(q, c)
+    return {"energy_probs": q.numpy(), "energy": mean.numpy(), "energy_std": std.numpy(),
+            "energy_entropy": entropy(q).numpy()}
 
 
 def _target_probs(logits: torch.Tensor, targets: torch.Tensor | np.ndarray,
@@ -162,3 +182,15 @@ def apply_temperature(support: HistogramSupport, temperature: float) -> Histogra
     with torch.no_grad():
         support.temperature.fill_(float(temperature))
     return support
+
+
+def fit_from_predictions(preds: list[StructurePrediction]) -> float:
+    """The temperature (relative to the one the predictions used) minimising target NLL."""
+    if any(p.energy_probs is None for p in preds):
+        raise ValueError("predictions carry no energy histograms (not a categorical model?)")
+    targets = np.array([p.energy_target for p in preds])
+    if not np.isfinite(targets).all():
+        raise ValueError("calibration needs energy targets for every validation structure")
+    probs = np.stack([p.energy_probs for p in preds])
+    centers = np.stack([p.energy_bin_centers for p in preds])
+    return fit_temperature(logits_from_probs(probs), bin_index_from_centers(centers, targets))

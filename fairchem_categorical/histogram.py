@@ -1,6 +1,13 @@
 """Histogram support: binning scalars into distributions and decoding logits back.
 
 Pure torch, no fairchem import, so both fairchem lines share the exact same math.
+
+Two levels. The module functions (``bin_geometry``, ``bin_index``, ``moments``,
+``entropy``, ``quantile``) work on probabilities over equal-width bins given per row
+(batched over leading dimensions): a prediction file's histograms are on the eV axis
+of each structure, whose bin width scales with its atom count. ``HistogramSupport``
+is one fixed support (edges in buffers, an encoding, a temperature) whose decoders
+call those functions, so the metrics, calibration and the heads decode alike.
 """
 
 from __future__ import annotations
@@ -15,6 +22,51 @@ from torch import nn
 ENCODINGS = ("hl_gauss", "two_hot", "one_hot")
 DEFAULT_NUM_BINS = 128
 DEFAULT_SIGMA_RATIO = 0.75
+
+
+def bin_geometry(centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left edge and width (...,) of equal-width bins from their centers (..., K), K >= 2."""
+    if centers.shape[-1] < 2:
+        raise ValueError("a histogram needs at least 2 bins to define its width")
+    width = centers[..., 1] - centers[..., 0]
+    if not bool((width > 0).all()):
+        raise ValueError("histogram bin centers must increase (width > 0) in every row")
+    return centers[..., 0] - width / 2, width
+
+
+def bin_index(y: torch.Tensor, left: torch.Tensor | float, width: torch.Tensor | float,
+              num_bins: int) -> torch.Tensor:
+    """Index of the bin holding each ``y``; values beyond the support go to the edge bin."""
+    return torch.floor((y - left) / width).long().clamp(0, num_bins - 1)
+
+
+def moments(probs: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean sum_k p_k c_k and standard deviation sqrt(sum_k p_k (c_k - mean)^2)."""
+    mean = (probs * centers).sum(-1)
+    var = (probs * (centers - mean.unsqueeze(-1)) ** 2).sum(-1)
+    return mean, var.clamp_min(0.0).sqrt()
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy -sum_k p_k log p_k in nats (0 log 0 = 0)."""
+    return torch.special.entr(probs).sum(-1)
+
+
+def quantile(probs: torch.Tensor, left: torch.Tensor | float, width: torch.Tensor | float,
+             q: float | torch.Tensor) -> torch.Tensor:
+    """Quantile ``q`` of each histogram, its density uniform inside each bin.
+
+    k is the first bin whose cumulative mass reaches q; the quantile lies the fraction
+    ``(q - F(left edge of k)) / p_k`` into it: ``left + (k + fraction) * width``.
+    """
+    cdf = torch.cumsum(probs, dim=-1)
+    q = torch.as_tensor(q, dtype=probs.dtype, device=probs.device).expand(probs.shape[:-1])
+    k = torch.searchsorted(cdf.contiguous(), q.unsqueeze(-1).contiguous()).clamp(
+        max=probs.shape[-1] - 1)
+    p_k = probs.gather(-1, k).squeeze(-1)
+    below = cdf.gather(-1, k).squeeze(-1) - p_k
+    frac = ((q - below) / p_k.clamp_min(1e-12)).clamp(0.0, 1.0)
+    return left + (k.squeeze(-1) + frac) * width
 
 
 @dataclass(frozen=True)
@@ -90,8 +142,6 @@ class HistogramSupport(nn.Module):
         self.register_buffer("centers", ((edges[1:] + edges[:-1]) / 2).float())
         # temperature divides logits before decoding; post-hoc calibration sets it.
         self.register_buffer("temperature", torch.ones(()))
-        # Count of targets clamped to the edge since construction (not saved).
-        self.num_clipped = 0
 
     @classmethod
     def from_spec(cls, spec: SupportSpec | dict[str, Any]) -> HistogramSupport:
@@ -133,8 +183,9 @@ class HistogramSupport(nn.Module):
     def encode(self, y: torch.Tensor, encoding: str | None = None) -> torch.Tensor:
         """Scalars of any shape (...) -> probabilities (..., K) in float32.
 
-        Targets outside the support are clamped to its edge and counted in
-        ``num_clipped``; NaN or inf targets are an error.
+        Targets outside the support are clamped to its edge (``count_outside`` says
+        how many a batch holds, for callers that report them); NaN or inf targets are
+        an error.
         """
         y = torch.as_tensor(y)
         if not torch.is_floating_point(y):
@@ -143,9 +194,7 @@ class HistogramSupport(nn.Module):
             bad = int((~torch.isfinite(y)).sum())
             raise ValueError(f"cannot encode {bad} non-finite target value(s) (NaN or inf)")
         encoding = encoding or self.spec.encoding
-        y = y.detach().to(self.edges.device, torch.float32)
-        self.num_clipped += self.count_outside(y)
-        y = y.clamp(self.low, self.high)
+        y = y.detach().to(self.edges.device, torch.float32).clamp(self.low, self.high)
         if encoding == "hl_gauss":
             return self._hl_gauss(y)
         if encoding == "two_hot":
@@ -156,8 +205,7 @@ class HistogramSupport(nn.Module):
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
 
     def _bin_index(self, y: torch.Tensor) -> torch.Tensor:
-        idx = torch.floor((y - self.low) / self.width).long()
-        return idx.clamp(0, self.num_bins - 1)
+        return bin_index(y, self.low, self.width, self.num_bins)
 
     def _hl_gauss(self, y: torch.Tensor) -> torch.Tensor:
         z = (self.edges - y.unsqueeze(-1)) / (self.sigma * math.sqrt(2.0))
@@ -195,20 +243,17 @@ class HistogramSupport(nn.Module):
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         """Expected value; differentiable, the default decoded value."""
-        return (self.probs(logits) * self.centers).sum(-1)
+        return moments(self.probs(logits), self.centers)[0]
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
         return self.centers[logits.argmax(-1)]
 
     def std(self, logits: torch.Tensor) -> torch.Tensor:
-        p = self.probs(logits)
-        mu = (p * self.centers).sum(-1, keepdim=True)
-        var = (p * (self.centers - mu) ** 2).sum(-1)
-        return var.clamp_min(0.0).sqrt()
+        return moments(self.probs(logits), self.centers)[1]
 
     def entropy(self, logits: torch.Tensor) -> torch.Tensor:
         """Shannon entropy in nats."""
-        return torch.special.entr(self.probs(logits)).sum(-1)
+        return entropy(self.probs(logits))
 
     def normalized_entropy(self, logits: torch.Tensor) -> torch.Tensor:
         return self.entropy(logits) / math.log(self.num_bins)
@@ -220,17 +265,7 @@ class HistogramSupport(nn.Module):
 
     def quantile(self, logits: torch.Tensor, q: float | torch.Tensor) -> torch.Tensor:
         """Quantile of the histogram density (uniform within each bin)."""
-        p = self.probs(logits)
-        cdf = torch.cumsum(p, dim=-1)
-        cdf_lo = torch.cat([torch.zeros_like(cdf[..., :1]), cdf[..., :-1]], dim=-1)
-        q = torch.as_tensor(q, dtype=p.dtype, device=p.device).expand(p.shape[:-1])
-        k = torch.searchsorted(cdf.contiguous(), q.unsqueeze(-1).contiguous()).clamp(
-            max=self.num_bins - 1
-        )
-        p_k = p.gather(-1, k).squeeze(-1)
-        below = cdf_lo.gather(-1, k).squeeze(-1)
-        frac = ((q - below) / p_k.clamp_min(1e-12)).clamp(0.0, 1.0)
-        return self.edges[k.squeeze(-1)] + frac * self.width
+        return quantile(self.probs(logits), self.low, self.width, q)
 
     def median(self, logits: torch.Tensor) -> torch.Tensor:
         return self.quantile(logits, 0.5)

@@ -28,7 +28,8 @@ class HistogramLoss(nn.Module):
     """Cross-entropy against histogram targets, optionally plus L1 on the decoded mean.
 
     ``target`` is either histograms (..., K) or scalars (...) encoded on the fly
-    with the support's encoding, so a binned dataset and a scalar one train alike.
+    with the support's encoding, so a binned dataset and a scalar one train alike;
+    ``num_clipped`` counts the scalar targets clamped to the support's edge so far.
     Returns the unreduced per-sample loss (shape of the leading dims).
     """
 
@@ -41,6 +42,7 @@ class HistogramLoss(nn.Module):
         self.support = support
         self.ce_weight = ce_weight
         self.l1_weight = l1_weight
+        self.num_clipped = 0
 
     def is_histogram(self, logits: torch.Tensor, target: torch.Tensor) -> bool:
         return target.dim() == logits.dim() and target.shape[-1] == self.support.num_bins
@@ -57,6 +59,7 @@ class HistogramLoss(nn.Module):
                     f"samples {tuple(lead)} nor histograms {(*lead, self.support.num_bins)}"
                 )
             scalar = target.reshape(lead)
+            self.num_clipped += self.support.count_outside(scalar)
             probs = self.support.encode(scalar)
         loss = self.ce_weight * soft_cross_entropy(logits, probs)
         if self.l1_weight:

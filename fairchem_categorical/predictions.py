@@ -134,10 +134,37 @@ def seeded(seed: int, device: str) -> Iterator[None]:
         yield
 
 
-def write_predictions(preds: list[StructurePrediction], out_csv: str | Path) -> tuple[Path, Path]:
+ATOM_ARRAYS = ("forces_target", "fixed", "forces_std", "forces_entropy")
+
+
+def as_columns(preds: Sequence[StructurePrediction]
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(CSV columns, NPZ arrays) of predictions: what ``write_predictions`` writes and
+    ``read_predictions``/``load_predictions`` give back, so metrics read either alike."""
+    if not preds:
+        raise ValueError("no predictions (empty dataset?)")
+    rows = [p.row() for p in preds]
+    columns = {name: np.array([r[name] for r in rows], dtype=str if name == "sid" else float)
+               for name in CSV_COLUMNS}
+    arrays: dict[str, np.ndarray] = {
+        "natoms": np.array([p.natoms for p in preds]),
+        "forces": np.concatenate([p.forces for p in preds]),
+    }
+    for name in ATOM_ARRAYS:
+        if all(getattr(p, name) is not None for p in preds):
+            arrays[name] = np.concatenate([getattr(p, name) for p in preds])
+    if all(p.energy_probs is not None for p in preds):
+        arrays["energy_bin_centers"] = np.stack([p.energy_bin_centers for p in preds])
+        arrays["energy_probs"] = np.stack([p.energy_probs for p in preds])
+    return columns, arrays
+
+
+def write_predictions(preds: Sequence[StructurePrediction], out_csv: str | Path
+                      ) -> tuple[Path, Path]:
     """Write the CSV and the NPZ beside it; returns both paths."""
     if not preds:
         raise ValueError("no predictions to write (empty dataset?)")
+    _, arrays = as_columns(preds)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with out_csv.open("w", newline="") as fh:
@@ -145,16 +172,6 @@ def write_predictions(preds: list[StructurePrediction], out_csv: str | Path) -> 
         writer.writeheader()
         for p in preds:
             writer.writerow({k: _fmt(v) for k, v in p.row().items()})
-    arrays: dict[str, np.ndarray] = {
-        "natoms": np.array([p.natoms for p in preds]),
-        "forces": np.concatenate([p.forces for p in preds]),
-    }
-    for name in ("forces_target", "fixed", "forces_std", "forces_entropy"):
-        if all(getattr(p, name) is not None for p in preds):
-            arrays[name] = np.concatenate([getattr(p, name) for p in preds])
-    if all(p.energy_probs is not None for p in preds):
-        arrays["energy_bin_centers"] = np.stack([p.energy_bin_centers for p in preds])
-        arrays["energy_probs"] = np.stack([p.energy_probs for p in preds])
     out_npz = out_csv.with_suffix(".npz")
     np.savez(out_npz, **arrays)
     return out_csv, out_npz
@@ -172,6 +189,19 @@ def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
         out[key] = np.array(values) if key == "sid" else np.array(
             [float(v) if v != "" else math.nan for v in values])
     return out
+
+
+def load_predictions(csv_path: str | Path, npz_path: str | Path | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The CSV's columns and the NPZ's arrays (empty if there is no NPZ beside the CSV)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"predictions not found: {csv_path}")
+    npz = Path(npz_path) if npz_path else csv_path.with_suffix(".npz")
+    if npz_path and not npz.is_file():
+        raise FileNotFoundError(f"prediction arrays not found: {npz}")
+    arrays = dict(np.load(npz)) if npz.is_file() else {}
+    return read_predictions(csv_path), arrays
 
 
 def _fmt(value: object) -> object:

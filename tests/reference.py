@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,16 +33,15 @@ ENERGY: dict[str, Any] = {
 
 def fairchem_line() -> int | None:
     """Major version of the installed fairchem-core (1 or 2), or None."""
-    from fairchem_categorical.cli import installed_line
+    from fairchem_categorical.app.lines import installed_line
 
     return installed_line()
 
 
-def require_fairchem_line(line: int) -> None:
-    """Skip the importing test module unless fairchem-core ``line``.x is installed."""
-    found = fairchem_line()
-    if found != line:
-        pytest.skip(f"needs fairchem-core {line}.x (found {found})", allow_module_level=True)
+def collected_only_on_line(line: int, *patterns: str) -> list[str]:
+    """A folder conftest's ``collect_ignore_glob``: its test files (``patterns``) run only
+    where fairchem-core ``line``.x is installed; elsewhere they are not even imported."""
+    return [] if fairchem_line() == line else list(patterns or ("test_*.py",))
 
 
 @contextlib.contextmanager
@@ -123,3 +123,28 @@ def np_log_softmax(logits: torch.Tensor) -> np.ndarray:
     z = logits.detach().double().cpu().numpy()
     z = z - z.max(-1, keepdims=True)
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+# -- checkpoints written before the re-layout ----------------------------------------------
+
+LEGACY = Path(__file__).resolve().parent / "data" / "legacy"
+
+
+def assert_predicts_as_recorded(preds: list, expected_csv: Path) -> None:
+    """``preds`` equal the CSV/NPZ a checkpoint's own code version wrote for the same frames.
+
+    Tolerances cover float32 reassociation only (1e-6 relative): a checkpoint that loads
+    with another support, transform or head wiring is off by far more.
+    """
+    from fairchem_categorical.predictions import as_columns, load_predictions
+
+    want_cols, want_arrays = load_predictions(expected_csv)
+    got_cols, got_arrays = as_columns(preds)
+    for key in ("natoms", "energy", "energy_std", "energy_entropy", "energy_edge_mass",
+                "energy_low90", "energy_high90", "energy_target", "forces_mae",
+                "forces_uncertainty_mean"):
+        np.testing.assert_allclose(got_cols[key], want_cols[key], rtol=1e-6, atol=1e-6,
+                                   equal_nan=True, err_msg=key)
+    assert set(want_arrays) <= set(got_arrays), sorted(set(want_arrays) - set(got_arrays))
+    for key, want in want_arrays.items():
+        np.testing.assert_allclose(got_arrays[key], want, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -14,7 +14,7 @@ from typing import Any
 from fairchem.core.common.registry import registry
 from fairchem.core.datasets.lmdb_dataset import LmdbDataset
 
-from fairchem_categorical.binning import TargetBinner
+from fairchem_categorical.binner import TargetBinner
 
 
 @registry.register_dataset("categorical_lmdb")

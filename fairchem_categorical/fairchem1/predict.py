@@ -149,8 +149,6 @@ def predict_atoms(
     seed: int = 0,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame."""
-    if not len(frames):
-        raise ValueError("no structures to predict")
     loaded = LoadedModel(checkpoint, device)
     a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
                         r_fixed=True, r_pbc=True)

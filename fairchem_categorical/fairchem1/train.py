@@ -8,14 +8,51 @@ exact config that trained the model.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fairchem_categorical.binsfile import apply_bins
+from fairchem_categorical.bins import read_bins
+from fairchem_categorical.runs import FAIRCHEM_CLI, check_trained, run_logged
+
+ENERGY_HEADS = ("CategoricalEnergyHead", "categorical_energy_head")
+FORCE_HEADS = ("CategoricalDirectForceHead", "categorical_direct_force_head")
+
+
+def _is(module: str, names: tuple[str, ...]) -> bool:
+    return module.rsplit(".", 1)[-1] in names
+
+
+def apply_bins(config: dict[str, Any], bins: dict[str, Any]) -> list[str]:
+    """Put a fit-bins result into an OCP-trainer config; returns where it went.
+
+    Every categorical head and every dataset with a ``categorical`` block gets it, so the
+    heads and the binned targets cannot disagree.
+    """
+    changed = []
+    for name, head in (config.get("model", {}).get("heads") or {}).items():
+        module = str(head.get("module", ""))
+        if _is(module, ENERGY_HEADS):
+            head["support"], head["energy"] = bins["support"], bins["energy"]
+            changed.append(f"model.heads.{name}")
+        elif _is(module, FORCE_HEADS):
+            head["force_support"] = bins["force_support"]
+            head["prior_mean"] = bins.get("stats", {}).get("force_mean", head.get("prior_mean"))
+            changed.append(f"model.heads.{name}")
+    for split, ds in (config.get("dataset") or {}).items():
+        if isinstance(ds, dict) and isinstance(ds.get("categorical"), dict):
+            cat = ds["categorical"]
+            cat["energy"], cat["support"] = bins["energy"], bins["support"]
+            if "force_support" in cat:
+                cat["force_support"] = bins["force_support"]
+            changed.append(f"dataset.{split}.categorical")
+    if "categorical_bins" in config:
+        config["categorical_bins"] = bins
+    if not changed:
+        raise ValueError("--bins given, but the config has no categorical heads or binned dataset")
+    return changed
 
 
 def resolve_config(config: Path, train_data: str | None, val_data: str | None,
@@ -26,8 +63,6 @@ def resolve_config(config: Path, train_data: str | None, val_data: str | None,
     if duplicates:
         raise ValueError(f"{config}: conflicting keys in its includes: {duplicates}")
     if bins is not None:
-        from fairchem_categorical.binsfile import read_bins
-
         apply_bins(cfg, read_bins(bins))
     dataset = cfg.setdefault("dataset", {})
     if train_data:
@@ -55,15 +90,12 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
     """Train; returns the last checkpoint (``checkpoint.pt``, with its EMA weights)."""
     import torch
 
-    from fairchem_categorical.cli import check_trained, run_logged
-
     cfg = resolve_config(config, train_data, val_data, bins, max_epochs)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = run_dir / f"{timestamp_id}.yml"
     resolved.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [sys.executable, "-c", "from fairchem.core._cli import main; main()",
-           "--mode", "train", "--config-yml", str(resolved), "--run-dir", str(run_dir),
-           "--timestamp-id", timestamp_id, "--identifier", config.stem]
+    cmd = [*FAIRCHEM_CLI, "--mode", "train", "--config-yml", str(resolved),
+           "--run-dir", str(run_dir), "--timestamp-id", timestamp_id, "--identifier", config.stem]
     if seed is not None:
         cmd += ["--seed", str(seed)]
     if not torch.cuda.is_available():
@@ -72,6 +104,4 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
     log = run_dir / f"{timestamp_id}.log"
     if say:
         say(f"training {config.name} -> {run_dir} (log: {log})")
-    final = final_checkpoint(run_dir, timestamp_id)
-    check_trained(run_logged(cmd, log, say), final, log)
-    return final
+    return check_trained(run_logged(cmd, log, say), final_checkpoint(run_dir, timestamp_id), log)

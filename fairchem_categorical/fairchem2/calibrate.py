@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-
-from fairchem_categorical.calibration import (
-    bin_index_from_centers,
-    fit_temperature,
-    logits_from_probs,
-)
-from fairchem_categorical.predictions import StructurePrediction
 
 HEAD_CLASS = "CategoricalEnergyHead"
 
@@ -28,18 +20,6 @@ def _temperature_keys(ckpt) -> list[str]:  # noqa: ANN001
     if not keys:
         raise ValueError("no support temperature found in the checkpoint's state dict")
     return keys
-
-
-def fit_from_predictions(preds: list[StructurePrediction]) -> float:
-    """The temperature (relative to the one the predictions used) minimising target NLL."""
-    if any(p.energy_probs is None for p in preds):
-        raise ValueError("predictions carry no energy histograms (not a categorical model?)")
-    targets = np.array([p.energy_target for p in preds])
-    if not np.isfinite(targets).all():
-        raise ValueError("calibration needs energy targets for every validation structure")
-    probs = np.stack([p.energy_probs for p in preds])
-    centers = np.stack([p.energy_bin_centers for p in preds])
-    return fit_temperature(logits_from_probs(probs), bin_index_from_centers(centers, targets))
 
 
 def write_temperature(checkpoint: str | Path, out: str | Path, factor: float) -> float:

@@ -13,7 +13,7 @@ import torch
 from fairchem.core.common.registry import registry
 from fairchem.core.datasets.ase_datasets import AseDBDataset
 
-from fairchem_categorical.binning import TargetBinner
+from fairchem_categorical.binner import TargetBinner
 
 
 @registry.register_dataset("categorical_ase_db")

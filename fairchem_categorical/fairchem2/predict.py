@@ -61,8 +61,6 @@ def predict_atoms(
     seed: int = 0,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame."""
-    if not len(frames):
-        raise ValueError("no structures to predict")
     model, tasks = load_model(checkpoint, device)
     energy_task, forces_task = _task(tasks, "energy"), _task(tasks, "forces")
     if energy_task is None:

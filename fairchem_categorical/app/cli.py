@@ -1,0 +1,224 @@
+"""``fairchem-categorical``: the command line, arguments only.
+
+Each ``cmd_*`` turns parsed arguments into one call of the library (``data``, ``bins``,
+``report``) or of ``jobs`` (where a fairchem line is chosen) and prints what a person
+needs; errors the library raises for bad input become one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def cmd_make_dataset(args: argparse.Namespace) -> int:
+    from fairchem_categorical.data import make_dataset
+
+    paths = make_dataset(args.out, n_systems=args.n_systems, seed=args.seed, progress=_say,
+                         overwrite=args.overwrite, fmt=args.format)
+    for split, path in paths.items():
+        _say(f"{split}: {path}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from fairchem_categorical.data import convert
+
+    n = convert(args.inputs, args.out, overwrite=args.overwrite, fmt=args.format)
+    _say(f"wrote {n} structures to {args.out}")
+    return 0
+
+
+def cmd_fit_bins(args: argparse.Namespace) -> int:
+    from fairchem_categorical.bins import count_clipped, describe, fit_bins_files, write_bins
+    from fairchem_categorical.histogram import HistogramSupport
+
+    fit = fit_bins_files(args.data, num_bins=args.num_bins, level=args.level,
+                         margin=args.margin, sigma_ratio=args.sigma_ratio, progress=_say)
+    _say(describe(fit))
+    for path in args.check or []:
+        clipped, n = count_clipped([path], fit.energy, HistogramSupport.from_spec(fit.support))
+        _say(f"{path}: {clipped} of {n} targets fall outside the support and would be clipped")
+    _say(f"wrote {write_bins(fit, args.out, args.data)}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.jobs import train
+
+    _say(str(train(args.config, args.train_data, args.val_data, args.bins, args.max_epochs,
+                   args.seed, args.run_dir, args.overrides, say=_say)))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.jobs import predict_files
+    from fairchem_categorical.predictions import write_predictions
+
+    preds = predict_files(args.checkpoint, args.data, batch_size=args.batch_size,
+                          device=args.device, progress=_say)
+    csv_path, npz_path = write_predictions(preds, args.out)
+    _say(f"wrote {csv_path} ({len(preds)} structures) and {npz_path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.jobs import evaluate_checkpoint
+    from fairchem_categorical.report.evaluate import evaluate_files, format_metrics
+
+    if args.checkpoint:
+        if not args.data:
+            raise ValueError("--checkpoint needs --data (and optionally --ood-data)")
+        metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.ood_data,
+                                      progress=_say)
+    elif args.predictions:
+        metrics = evaluate_files(args.predictions, args.out, npz=args.npz,
+                                 ood_predictions=args.ood_predictions)
+    else:
+        raise ValueError("give --predictions CSV, or --checkpoint with --data")
+    _say(format_metrics(metrics))
+    _say(f"wrote {Path(args.out) / 'metrics.json'} and plots in {args.out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.jobs import calibrate
+
+    result = calibrate(args.checkpoint, args.val, args.out)
+    _say(f"temperature {result['temperature']:.4f} (x{result['factor']:.4f} on the "
+         "checkpoint's)")
+    for key in ("energy_nll", "miscalibration_area", "energy_mae"):
+        _say(f"{key}: {result[key + '_before']:.4f} -> {result[key + '_after']:.4f}")
+    _say(str(Path(args.out)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.demo import run_demo
+
+    run_demo(Path(args.out), max_epochs=args.max_epochs, n_systems=args.n_systems,
+             seed=args.seed)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fairchem-categorical", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    # the dataset formats of fairchem_categorical.data.FORMATS
+    fmt_kw = dict(choices=("aselmdb", "pyg-lmdb"), default="aselmdb",
+                  help="aselmdb: ASE-LMDB for fairchem-core 2.x (default); pyg-lmdb: pickled "
+                       "torch-geometric LMDB for fairchem-core 1.10 (needs .venv-fairchem1)")
+    s = sub.add_parser("make-dataset", help="generate the embedded EMT adsorbate+slab data",
+                       description="Generate EMT-labelled adsorbate+slab frames and write "
+                                   "train/val/test dataset folders (with metadata.npz).")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--n-systems", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--format", **fmt_kw)
+    s.set_defaults(func=cmd_make_dataset)
+
+    s = sub.add_parser("convert", help="ASE-readable files with energies+forces -> LMDB dataset",
+                       description="Convert extxyz / traj / ASE db / LMDB files to an ASE-LMDB "
+                                   "(fairchem 2.x) or pyg-lmdb (fairchem 1.10) dataset.")
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("--out", required=True,
+                   help="output file (.aselmdb, or .lmdb with --format pyg-lmdb) or folder "
+                        "(written as FOLDER/data.aselmdb or FOLDER/data.lmdb); metadata.npz "
+                        "lands beside it")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--format", **fmt_kw)
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("fit-bins", help="propose the histogram support from training data",
+                       description="Stream the data, fit element references and normalisation "
+                                   "as the configs apply them, and write the bins YAML.")
+    s.add_argument("data", nargs="+", help="training data (ASE-LMDB or any ASE-readable file)")
+    s.add_argument("--num-bins", type=int, default=128)
+    s.add_argument("--level", choices=("per_atom", "total"), default="per_atom")
+    s.add_argument("--margin", type=float, default=0.25,
+                   help="widen the support by this fraction of the observed range per side")
+    s.add_argument("--sigma-ratio", type=float, default=0.75)
+    s.add_argument("--check", nargs="*", help="report how many targets of these files clip")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_fit_bins)
+
+    s = sub.add_parser("train", help="train with fairchem's own entry point",
+                       description="Runs `fairchem -c CONFIG` (fairchem 2.x configs) or "
+                                   "`fairchem --mode train --config-yml CONFIG` (1.10 configs) "
+                                   "with the plugin's heads; extra arguments are passed to "
+                                   "fairchem as overrides. Last line: final checkpoint.")
+    s.add_argument("config")
+    s.add_argument("--train-data")
+    s.add_argument("--val-data")
+    s.add_argument("--bins", help="bins YAML written by fit-bins")
+    s.add_argument("--max-epochs", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--run-dir", help="default: runs/fairchem1 or runs/fairchem2")
+    s.add_argument("overrides", nargs="*",
+                   help="fairchem overrides: Hydra's lr=1e-3 (2.x), --optim.lr_initial=1e-3 (1.10)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="energies, forces and uncertainties to CSV + NPZ",
+                       description="One CSV row per structure; per-atom arrays in an NPZ.")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("data", nargs="+")
+    s.add_argument("--out", required=True, help="CSV path; the NPZ goes beside it")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("evaluate", help="accuracy, ranking, calibration and OOD metrics + plots",
+                       description="metrics.json, a printed table and PNG plots from predict's "
+                                   "CSV/NPZ (or straight from a checkpoint and data).")
+    s.add_argument("--predictions", help="CSV written by predict (its .npz beside it)")
+    s.add_argument("--npz", help="the NPZ, if not beside the CSV")
+    s.add_argument("--ood-predictions", help="predictions on out-of-distribution data")
+    s.add_argument("--checkpoint", help="predict first with this checkpoint")
+    s.add_argument("--data", nargs="*", help="with --checkpoint: in-distribution data")
+    s.add_argument("--ood-data", nargs="*", help="with --checkpoint: out-of-distribution data")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("calibrate", help="fit a temperature on validation data",
+                       description="Fit the temperature that minimises the NLL of validation "
+                                   "targets and store it in a copy of the checkpoint; predict "
+                                   "applies it.")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--val", nargs="+", required=True, help="validation data")
+    s.add_argument("--out", required=True, help="the calibrated checkpoint to write")
+    s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("demo", help="the main job on the embedded data",
+                       description="Make data, fit bins, train categorical and scalar eSEN, "
+                                   "predict, print the comparison table, plot distributions.")
+    s.add_argument("--out", default="demo_out")
+    s.add_argument("--max-epochs", type=int, default=None)
+    s.add_argument("--n-systems", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        if args.command != "train":
+            build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides = [*args.overrides, *unknown]
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

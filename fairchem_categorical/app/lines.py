@@ -1,0 +1,102 @@
+"""The one table of what differs between the two fairchem lines, and the choice of line.
+
+fairchem-core 2.x (eSEN / UMA, Hydra configs, ASE-LMDB) and 1.10 (EquiformerV2 / eSEN,
+OCP-trainer configs, pyg-LMDB) cannot share an environment. Each adapter package
+(``fairchem_categorical.fairchem2``, ``.fairchem1``) offers the same modules (``train``,
+``predict``, ...) with the same functions; this module is the only place that picks one:
+by a config's shape for ``train``, by the installed fairchem-core for everything that
+loads a checkpoint (a checkpoint loads only in its own line's environment).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class Line:
+    major: int
+    label: str              # "fairchem-core 2.x"
+    venv: str               # the environment the README's commands create for it
+    data_format: str        # dataset format of make-dataset / convert for this line
+    backbone: str           # the demo's backbone
+    categorical_config: str  # the demo's categorical and scalar configs
+    scalar_config: str
+    scalar_takes_bins: bool  # 2.x scalar configs take element references from the bins file
+
+    @property
+    def package(self) -> str:
+        return f"fairchem_categorical.fairchem{self.major}"
+
+    @property
+    def configs(self) -> Path:
+        return REPO_CONFIGS / f"fairchem{self.major}"
+
+    def adapter(self, module: str) -> ModuleType:
+        """This line's adapter module (``train``, ``predict``, ``calibrate``, ...)."""
+        try:
+            return importlib.import_module(f"{self.package}.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{self.package}.{module}":
+                raise
+            raise RuntimeError(f"{module} is not available on {self.label}") from err
+
+
+LINES: dict[int, Line] = {
+    2: Line(2, "fairchem-core 2.x", ".venv", "aselmdb", "eSEN",
+            "esen_categorical_conserving.yaml", "esen_scalar_conserving.yaml", True),
+    1: Line(1, "fairchem-core 1.10", ".venv-fairchem1", "pyg-lmdb", "EquiformerV2",
+            "equiformer_v2_categorical.yml", "equiformer_v2_scalar.yml", False),
+}
+
+
+def installed_line() -> int | None:
+    """Major version of the fairchem-core in this environment (1 or 2), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("fairchem-core").split(".")[0])
+    except PackageNotFoundError:
+        return None
+
+
+def config_line(config: Path) -> int:
+    """Which fairchem line a config is for: 1 (OCP trainer YAML) or 2 (Hydra ``fairchem -c``)."""
+    try:
+        top = yaml.safe_load(Path(config).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{config}: not valid YAML ({err})") from err
+    if not isinstance(top, dict):
+        raise ValueError(f"{config}: expected a mapping at the top level")
+    if top.keys() & {"trainer", "optim", "includes", "loss_functions"}:
+        return 1
+    if top.keys() & {"defaults", "runner", "job"}:
+        return 2
+    raise ValueError(f"{config}: neither a fairchem 1.10 (trainer/optim/includes) nor a "
+                     "fairchem 2.x (defaults/runner/job) config")
+
+
+def require(major: int, what: str) -> Line:
+    """Line ``major``, if it is the installed one; else an error naming the environment."""
+    line, found = LINES[major], installed_line()
+    if found != major:
+        have = "no fairchem-core" if found is None else f"fairchem-core {found}.x"
+        raise RuntimeError(f"{what} needs {line.label}, but this environment has {have}; "
+                           f"run it with {line.venv}/bin/fairchem-categorical (see the README)")
+    return line
+
+
+def current(what: str) -> Line:
+    """The installed line, for commands that load a checkpoint (it loads only there)."""
+    found = installed_line()
+    if found not in LINES:
+        raise RuntimeError(f"{what} needs fairchem-core (1.10 in .venv-fairchem1, 2.x in .venv); "
+                           "see the README")
+    return LINES[found]

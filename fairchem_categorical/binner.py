@@ -1,0 +1,89 @@
+"""Attach binning-space targets to dataset items as they load (both fairchem lines).
+
+A dataset wrapper on either line hands each item (a PyG ``Data`` or fairchem's
+``AtomicData``; both support ``item[key]``) to ``TargetBinner``, which adds
+
+* ``energy_categorical``: the energy in the binning space, as a scalar (1,)
+  or, with ``histograms=True``, as its encoded histogram (1, K);
+* ``force_magnitude``: |F_i| per atom, as scalars (N,) or histograms (N, K_f)
+  over ``force_support``.
+
+The ``categorical`` config block carries ``energy`` (EnergyTransform fields,
+as fit-bins writes them), ``support``, ``force_support`` and optional key names.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from fairchem_categorical.histogram import HistogramSupport
+from fairchem_categorical.targets import EnergyTransform
+
+
+class TargetBinner:
+    """Adds categorical targets to items; counts and warns about clipped targets."""
+
+    def __init__(self, categorical: dict[str, Any] | None, histograms: bool = False,
+                 owner: str = "dataset") -> None:
+        cat = dict(categorical or {})
+        if "energy" not in cat:
+            raise ValueError(
+                f"{owner} needs a 'categorical: {{energy: {{...}}}}' block with the element "
+                "references, mean, std and level that fit-bins wrote"
+            )
+        if histograms and not cat.get("support"):
+            raise ValueError(f"{owner} bins targets on load and needs 'categorical.support'")
+        self.histograms = histograms
+        self.energy_transform = EnergyTransform(**dict(cat["energy"]))
+        self.energy_key = cat.get("energy_key", "energy")
+        self.forces_key = cat.get("forces_key", "forces")
+        self.target_key = cat.get("target_key", "energy_categorical")
+        self.force_magnitude_key = cat.get("force_magnitude_key", "force_magnitude")
+        support, force_support = cat.get("support"), cat.get("force_support")
+        self.support = HistogramSupport.from_spec(dict(support)) if support else None
+        self.force_support = (HistogramSupport.from_spec(dict(force_support))
+                              if force_support and histograms else None)
+        #: targets clamped to the support's edge so far, per kind ("energy", "force magnitude")
+        self.clipped: dict[str, int] = {}
+
+    def __call__(self, data: Any, idx: int) -> Any:
+        if self.energy_key not in data or data[self.energy_key] is None:
+            raise ValueError(
+                f"item {idx} has no '{self.energy_key}' target (check the data holds energies "
+                "and the dataset's key_mapping / a2g_args r_energy)"
+            )
+        y = self.energy_transform.to_target(data[self.energy_key], data["atomic_numbers"])
+        y = y.reshape(1)
+        if self.histograms:
+            data[self.target_key] = self._encode(self.support, y, idx, "energy")
+        else:
+            data[self.target_key] = y
+            if self.support is not None:
+                data[f"{self.target_key}_histogram"] = self._encode(self.support, y, idx,
+                                                                    "energy")
+        if self.forces_key in data and data[self.forces_key] is not None:
+            magnitude = data[self.forces_key].norm(dim=-1).float()
+            if self.force_support is not None:
+                magnitude = self._encode(self.force_support, magnitude, idx, "force magnitude")
+            data[self.force_magnitude_key] = magnitude
+        return data
+
+    def _encode(self, support: HistogramSupport, values: torch.Tensor, idx: int,
+                what: str) -> torch.Tensor:
+        outside = support.count_outside(values)
+        if outside:
+            if what not in self.clipped:
+                logging.warning(
+                    "%s target (|value| up to %.3f) of item %d lies outside the support "
+                    "[%.3f, %.3f]; it is clamped to the edge bin (see fit-bins)", what,
+                    float(values.abs().max()), idx, support.low, support.high,
+                )
+            self.clipped[what] = self.clipped.get(what, 0) + outside
+        return support.encode(values)
+
+    @property
+    def num_clipped(self) -> int:
+        return sum(self.clipped.values())

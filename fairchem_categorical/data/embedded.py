@@ -1,0 +1,337 @@
+"""The embedded default dataset: OC20-style adsorbate+slab frames labelled by ASE's EMT.
+
+Everything downstream (fit-bins, training on either fairchem line, prediction) can be
+exercised on a CPU in seconds without downloading anything: adsorbates on fcc metal
+slabs, tags 0/1/2, fixed bottom layers, frames sampled along short LBFGS relaxations
+and small rattles, split by system into dataset folders of either format.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.build import add_adsorbate, fcc100, fcc111
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms
+from ase.optimize import LBFGS
+
+from fairchem_categorical.data.common import check_one_dataset, format_suffix
+from fairchem_categorical.data.formats import writer
+
+__all__ = ["ADSORBATES", "DEFAULT_SPLITS", "EMT_METALS", "generate_frames", "make_dataset"]
+
+#: fcc metals EMT has parameters for (EMT also knows H, C, N, O, used for adsorbates).
+EMT_METALS = ("Cu", "Pt", "Ni", "Pd", "Ag", "Au", "Al")
+
+#: Adsorbates as (symbols, z-offsets in Å relative to the binding atom); index 0 binds.
+ADSORBATES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+    "H": (("H",), (0.0,)),
+    "O": (("O",), (0.0,)),
+    "N": (("N",), (0.0,)),
+    "C": (("C",), (0.0,)),
+    "OH": (("O", "H"), (0.0, 0.97)),
+    "CO": (("C", "O"), (0.0, 1.15)),
+    "NH": (("N", "H"), (0.0, 1.03)),
+    "CH": (("C", "H"), (0.0, 1.09)),
+    "NO": (("N", "O"), (0.0, 1.16)),
+}
+
+#: Default split fractions for :func:`make_dataset`.
+DEFAULT_SPLITS: dict[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+_FACETS: dict[str, tuple[Callable[..., Atoms], tuple[str, ...]]] = {
+    "fcc111": (fcc111, ("ontop", "bridge", "fcc", "hcp")),
+    "fcc100": (fcc100, ("ontop", "bridge", "hollow")),
+}
+# (nx, ny, layers, fixed bottom layers): 16-36 slab atoms, so 17-38 atoms with the adsorbate.
+_SLAB_SIZES: tuple[tuple[int, int, int, int], ...] = (
+    (2, 2, 4, 2),
+    (3, 3, 3, 1),
+    (3, 3, 4, 2),
+)
+_MAX_RELAX_STEPS = 40  # relaxations are for frame diversity, not converged minima
+_FMAX = 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+def _build_system(
+    rng: np.random.Generator,
+    metals: Sequence[str],
+    adsorbates: Sequence[str],
+) -> tuple[Atoms, dict[str, str]]:
+    """Build one randomised adsorbate+slab system with OC20 tags and fixed bottom layers."""
+    metal = str(metals[rng.integers(len(metals))])
+    facet = ("fcc111", "fcc100")[rng.integers(2)]
+    ads_name = str(adsorbates[rng.integers(len(adsorbates))])
+    nx, ny, nlayers, nfixed = _SLAB_SIZES[rng.integers(len(_SLAB_SIZES))]
+    vacuum = float(rng.uniform(6.0, 8.0))
+    builder, sites = _FACETS[facet]
+
+    slab = builder(metal, size=(nx, ny, nlayers), vacuum=vacuum)
+    # ase.build tags layers 1 (top) .. nlayers (bottom); remap to OC20: 0 fixed, 1 surface.
+    layer = slab.get_tags()
+    slab_tags = np.where(layer > nlayers - nfixed, 0, 1)
+
+    site = sites[rng.integers(len(sites))]
+    info = slab.info["adsorbate_info"]
+    cell_offset = np.array([rng.integers(nx), rng.integers(ny)], dtype=float)
+    xy = (np.asarray(info["sites"][site]) + cell_offset) @ np.asarray(info["cell"])
+    xy = xy + rng.normal(0.0, 0.15, size=2)  # lateral jitter so sites are not all identical
+    height = float(rng.uniform(1.5, 2.0))
+
+    symbols, dz = ADSORBATES[ads_name]
+    ads = Atoms(symbols, positions=[(0.0, 0.0, z) for z in dz])
+    add_adsorbate(slab, ads, height, position=tuple(xy), mol_index=0)
+
+    tags = np.concatenate([slab_tags, np.full(len(ads), 2)])
+    atoms = Atoms(
+        slab.get_chemical_symbols(),
+        positions=slab.get_positions(),
+        cell=slab.get_cell(),
+        pbc=True,
+        tags=tags,
+    )
+    # Re-centre so there is `vacuum` on both sides including the adsorbate.
+    atoms.center(vacuum=vacuum, axis=2)
+    atoms.set_constraint(FixAtoms(indices=np.flatnonzero(tags == 0)))
+
+    free = tags != 0
+    atoms.positions[free] += rng.normal(0.0, 0.05, size=(int(free.sum()), 3))
+    meta = {"metal": metal, "facet": facet, "adsorbate": ads_name, "site": site}
+    return atoms, meta
+
+
+def _labelled_frame(
+    template: Atoms,
+    positions: np.ndarray,
+    energy: float,
+    forces: np.ndarray,
+    info: dict[str, Any],
+) -> Atoms:
+    """A standalone frame carrying EMT labels in a SinglePointCalculator."""
+    frame = Atoms(
+        template.numbers,
+        positions=positions,
+        cell=template.get_cell(),
+        pbc=True,
+        tags=template.get_tags(),
+        constraint=[c.copy() for c in template.constraints],
+    )
+    # Wrap exactly as fairchem's AtomicData.from_ase does (eps=0), so stored positions equal
+    # the model inputs; energies and forces are invariant under wrapping.
+    frame.wrap(eps=0)
+    frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=np.array(forces))
+    frame.info.update(info)
+    return frame
+
+
+def _system_frames(
+    sid: int,
+    seed: int,
+    frames_per_system: int,
+    metals: Sequence[str],
+    adsorbates: Sequence[str],
+    rattle_scale: float,
+) -> list[Atoms]:
+    """All frames of one system; its own RNG stream makes it independent of n_systems."""
+    rng = np.random.default_rng([seed, sid])
+    atoms, meta = _build_system(rng, metals, adsorbates)
+    atoms.calc = EMT()
+    free = atoms.get_tags() != 0
+
+    # Record (positions, energy, raw forces) at every optimizer step; values are already cached.
+    traj: list[tuple[np.ndarray, float, np.ndarray]] = []
+
+    def record() -> None:
+        traj.append(
+            (
+                atoms.get_positions(),
+                atoms.get_potential_energy(),
+                atoms.get_forces(apply_constraint=False),
+            )
+        )
+
+    # LBFGS rather than BFGS: BFGS diagonalises its 3N x 3N Hessian every step, and once torch
+    # is imported (it is, via this package) numpy's threaded OpenBLAS eigh contends with
+    # torch's OpenMP threads, making generation 5-8x slower on 2 cores. LBFGS needs no BLAS.
+    opt = LBFGS(atoms, logfile=None)
+    opt.attach(record, interval=1)
+    opt.run(fmax=_FMAX, steps=_MAX_RELAX_STEPS)
+
+    # Quasi-Newton relaxations of EMT adsorbates can wander after reaching the minimum, so
+    # snapshots are spread from the start to the lowest-energy step (the "relaxed" frame).
+    best = int(np.argmin([e for _, e, _ in traj]))
+    n_relax = (frames_per_system + 1) // 2
+    relax_idx = np.unique(np.linspace(0, best, n_relax).round().astype(int))
+    n_rattle = frames_per_system - len(relax_idx)
+
+    base_info = {"sid": sid, **meta}
+    frames: list[Atoms] = []
+    for idx in relax_idx:
+        pos, energy, forces = traj[idx]
+        info = {**base_info, "fid": len(frames), "kind": "relax", "relax_step": int(idx)}
+        frames.append(_labelled_frame(atoms, pos, energy, forces, info))
+
+    for _ in range(n_rattle):
+        idx = int(rng.integers(len(traj)))
+        sigma = float(rng.uniform(0.02, 0.1)) * rattle_scale
+        pos = traj[idx][0].copy()
+        pos[free] += rng.normal(0.0, sigma, size=(int(free.sum()), 3))
+        atoms.set_positions(pos, apply_constraint=False)
+        energy = atoms.get_potential_energy()
+        forces = atoms.get_forces(apply_constraint=False)
+        info = {
+            **base_info,
+            "fid": len(frames),
+            "kind": "rattle",
+            "relax_step": idx,
+            "rattle_sigma": sigma,
+        }
+        frames.append(_labelled_frame(atoms, pos, energy, forces, info))
+    return frames
+
+
+def generate_frames(
+    n_systems: int = 24,
+    seed: int = 0,
+    frames_per_system: int = 6,
+    metals: Sequence[str] = ("Cu", "Pt", "Ni", "Pd", "Ag", "Au"),
+    adsorbates: Sequence[str] = ("H", "O", "N", "C", "OH", "CO", "NH", "CH", "NO"),
+    progress: Callable[[str], None] | None = None,
+    rattle_scale: float = 1.0,
+) -> list[Atoms]:
+    """Generate the embedded OC20-style adsorbate+slab dataset, labelled with EMT.
+
+    Each system (index ``sid``) gets a random metal, facet (fcc111/fcc100), slab size,
+    adsorbate, site, height and initial rattle, then ``frames_per_system`` frames: about half
+    are snapshots spread along a short (L)BFGS relaxation, the rest are rattles (stdev
+    0.02-0.1 Å times ``rattle_scale``) of random snapshots. Raising ``rattle_scale`` gives
+    hotter, out-of-distribution geometries. Only free (tag != 0) atoms move, as in OC20.
+
+    Frames carry a SinglePointCalculator with the EMT energy and the *unconstrained* forces
+    (fixed atoms keep their physical forces; use ``atoms.calc.results["forces"]`` or
+    ``get_forces(apply_constraint=False)``), tags 0/1/2, FixAtoms on the tag-0 atoms,
+    ``pbc=True`` and ``info`` with ``sid``, ``fid``, ``metal``, ``facet``, ``adsorbate``.
+
+    System ``sid`` only depends on ``(seed, sid)``, so a smaller ``n_systems`` yields a prefix
+    of a larger one.
+    """
+    if n_systems < 1:
+        raise ValueError(f"n_systems must be >= 1, got {n_systems}")
+    if frames_per_system < 1:
+        raise ValueError(f"frames_per_system must be >= 1, got {frames_per_system}")
+    if not (rattle_scale >= 0 and math.isfinite(rattle_scale)):
+        raise ValueError(f"rattle_scale must be a finite number >= 0, got {rattle_scale}")
+    if not metals or not adsorbates:
+        raise ValueError("metals and adsorbates must not be empty")
+    bad_metals = [m for m in metals if m not in EMT_METALS]
+    if bad_metals:
+        raise ValueError(f"metals {bad_metals} not supported by EMT; choose from {EMT_METALS}")
+    bad_ads = [a for a in adsorbates if a not in ADSORBATES]
+    if bad_ads:
+        raise ValueError(f"unknown adsorbates {bad_ads}; choose from {tuple(ADSORBATES)}")
+
+    every = max(1, n_systems // 6)
+    frames: list[Atoms] = []
+    for sid in range(n_systems):
+        frames.extend(
+            _system_frames(sid, seed, frames_per_system, metals, adsorbates, rattle_scale)
+        )
+        if progress is not None and ((sid + 1) % every == 0 or sid + 1 == n_systems):
+            progress(f"generated {sid + 1}/{n_systems} systems ({len(frames)} frames)")
+    return frames
+
+
+def _split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Largest-remainder allocation of ``n`` systems, giving every split at least one."""
+    names = list(fractions)
+    raw = np.array([fractions[k] for k in names], dtype=float) * n
+    counts = np.floor(raw).astype(int)
+    order = np.argsort(-(raw - counts), kind="stable")
+    for j in order[: n - int(counts.sum())]:
+        counts[j] += 1
+    for j in range(len(names)):
+        while counts[j] < 1:
+            donor = int(np.argmax(counts))
+            counts[donor] -= 1
+            counts[j] += 1
+    return dict(zip(names, (int(c) for c in counts), strict=True))
+
+
+def make_dataset(
+    out_dir: str | Path,
+    n_systems: int = 24,
+    seed: int = 0,
+    splits: dict[str, float] | None = None,
+    progress: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    *,
+    frames_per_system: int = 6,
+    rattle_scale: float = 1.0,
+    fmt: str = "aselmdb",
+) -> dict[str, Path]:
+    """Generate the embedded dataset: ``out_dir/<split>/data.aselmdb`` (+ metadata.npz).
+
+    Returns the split folders, which is what fairchem dataset configs take as ``src``.
+    With ``fmt="pyg-lmdb"`` each split is ``data.lmdb`` instead, for fairchem-core 1.10.
+
+    Splitting is by system (``sid``), never by frame, so frames of one relaxation cannot leak
+    between train and test. Default fractions are 0.7/0.15/0.15 for train/val/test; each
+    split gets at least one system. Deterministic for a given ``seed``.
+    """
+    splits = dict(DEFAULT_SPLITS if splits is None else splits)
+    if not splits:
+        raise ValueError("splits must name at least one split")
+    for name, frac in splits.items():
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"bad split name {name!r}")
+        if not (math.isfinite(frac) and frac > 0):
+            raise ValueError(f"split {name!r} has fraction {frac}; fractions must be > 0")
+    total = sum(splits.values())
+    suffix = format_suffix(fmt)
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {total}")
+    if n_systems < len(splits):
+        raise ValueError(
+            f"n_systems={n_systems} is too small: each of the {len(splits)} splits "
+            f"({', '.join(splits)}) needs at least one system"
+        )
+
+    out_dir = Path(out_dir)
+    paths = {name: out_dir / name / f"data{suffix}" for name in splits}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True")
+    for path in paths.values():  # fail before the (slow) generation
+        if path.parent.is_dir():
+            check_one_dataset(path)
+    write = writer(fmt)
+
+    frames = generate_frames(
+        n_systems=n_systems,
+        seed=seed,
+        frames_per_system=frames_per_system,
+        progress=progress,
+        rattle_scale=rattle_scale,
+    )
+    perm = np.random.default_rng(seed).permutation(n_systems)
+    counts = _split_counts(n_systems, splits)
+    start = 0
+    for name, count in counts.items():
+        sids = {int(s) for s in perm[start : start + count]}
+        start += count
+        chosen = [f for f in frames if f.info["sid"] in sids]
+        write(chosen, paths[name], overwrite=overwrite)
+        if progress is not None:
+            progress(f"wrote {len(chosen)} frames ({count} systems) to {paths[name]}")
+    return {name: path.parent for name, path in paths.items()}

@@ -1,0 +1,1 @@
+"""Reporting: metrics on predictions, plots, the ``evaluate`` report, markdown tables."""

@@ -1,0 +1,74 @@
+"""``evaluate``: metrics.json, a printed table and the plots, from predict's CSV/NPZ."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fairchem_categorical.predictions import load_predictions
+from fairchem_categorical.report.metrics import (
+    coverage_curve,
+    evaluate_predictions,
+    gaussian_interval,
+    histogram_interval,
+    rejection_curve,
+)
+from fairchem_categorical.report.plots import (
+    plot_calibration_curve,
+    plot_error_vs_uncertainty,
+    plot_extreme_histograms,
+    plot_rejection_curves,
+)
+
+
+def evaluate_files(predictions: str | Path, out: str | Path, npz: str | Path | None = None,
+                   ood_predictions: str | Path | None = None) -> dict[str, float]:
+    """``write_report`` for a predict CSV (its NPZ beside it, or ``npz``)."""
+    cols, arrays = load_predictions(predictions, npz)
+    ood = load_predictions(ood_predictions)[0] if ood_predictions else None
+    return write_report(cols, arrays, out, ood)
+
+
+def write_report(cols: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray],
+                 out: str | Path, ood_columns: Mapping[str, np.ndarray] | None = None
+                 ) -> dict[str, float]:
+    """Every metric of ``evaluate_predictions`` in ``out/metrics.json``, plus the plots.
+
+    ``cols``/``arrays`` as ``predictions.as_columns`` or ``load_predictions`` give them.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_predictions(cols, arrays, ood_columns)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    err = np.abs(cols["energy"] - cols["energy_target"])
+    std = cols["energy_std"]
+    if np.isfinite(std).all():
+        plot_error_vs_uncertainty(std, err, out / "error_vs_uncertainty.png")
+        plot_rejection_curves({"energy_std": rejection_curve(std, err)},
+                              out / "rejection_curve.png")
+        if "energy_probs" in arrays:
+            probs, centers = arrays["energy_probs"], arrays["energy_bin_centers"]
+            curve = coverage_curve(lambda c: histogram_interval(probs, centers, c),
+                                   cols["energy_target"])
+            plot_extreme_histograms(probs, centers, cols["energy_target"], std,
+                                    out / "extreme_histograms.png")
+        else:
+            curve = coverage_curve(lambda c: gaussian_interval(cols["energy"], std, c),
+                                   cols["energy_target"])
+        plot_calibration_curve({"energy": curve}, out / "calibration_curve.png")
+    return metrics
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    width = max(len(k) for k in metrics)
+    lines = []
+    for key, value in metrics.items():
+        text = "n/a" if isinstance(value, float) and math.isnan(value) else (
+            f"{value:.4f}" if isinstance(value, float) else str(value))
+        lines.append(f"{key:<{width}}  {text}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Core tests: the method, data, reports and the app's line table; no fairchem needed."""

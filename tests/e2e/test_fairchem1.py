@@ -1,0 +1,188 @@
+"""End to end through fairchem 1.10's own entry point (``fairchem --mode train``).
+
+Train from the shipped configs on a small pyg LMDB, predict, fine-tune categorical heads
+on a scalar EquiformerV2 checkpoint.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+CONFIGS = REPO / "configs" / "fairchem1"
+# Small enough that an epoch on the test data takes seconds on CPU.
+TINY_EQV2 = [
+    "--model.backbone.num_layers=1", "--model.backbone.sphere_channels=16",
+    "--model.backbone.attn_hidden_channels=16", "--model.backbone.ffn_hidden_channels=16",
+    "--model.backbone.num_heads=2", "--model.backbone.attn_alpha_channels=8",
+    "--model.backbone.attn_value_channels=4", "--model.backbone.edge_channels=16",
+    "--model.backbone.num_distance_basis=32",
+]
+TINY_ESEN = [
+    "--model.backbone.num_layers=1", "--model.backbone.sphere_channels=16",
+    "--model.backbone.hidden_channels=16", "--model.backbone.edge_channels=16",
+    "--model.backbone.lmax=1", "--model.backbone.mmax=1",
+    "--model.backbone.num_distance_basis=32",
+]
+FAST = ["--print-every=1", "--logger=tensorboard"]
+
+
+def _run(cmd: list[str]) -> list[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()
+
+
+def _cli(*args: str) -> list[str]:
+    return _run([sys.executable, "-m", "fairchem_categorical.app.cli", *args])
+
+
+@pytest.fixture(scope="module")
+def pyg_data(tmp_path_factory) -> dict[str, Path]:
+    from fairchem_categorical.data import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("pyg"), n_systems=4, seed=3, fmt="pyg-lmdb")
+
+
+@pytest.fixture(scope="module")
+def pyg_bins(pyg_data, tmp_path_factory) -> Path:
+    from fairchem_categorical.bins import fit_bins_files, write_bins
+
+    fit = fit_bins_files([pyg_data["train"]], num_bins=64)
+    return write_bins(fit, tmp_path_factory.mktemp("bins") / "bins.yaml", [pyg_data["train"]])
+
+
+def _train(config: str, data, bins, run_dir: Path, *overrides: str, epochs: int = 2) -> Path:
+    args = ["train", str(CONFIGS / config), "--train-data", str(data["train"]),
+            "--val-data", str(data["val"]), "--max-epochs", str(epochs),
+            "--run-dir", str(run_dir), *FAST, *overrides]
+    if bins is not None:
+        args[4:4] = ["--bins", str(bins)]
+    ckpt = Path(_cli(*args)[-1])  # the CLI's last line is the final checkpoint
+    assert ckpt.name == "checkpoint.pt" and ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def eqv2_categorical(pyg_data, pyg_bins, tmp_path_factory) -> Path:
+    return _train("equiformer_v2_categorical.yml", pyg_data, pyg_bins,
+                  tmp_path_factory.mktemp("eqv2_cat"), *TINY_EQV2)
+
+
+@pytest.fixture(scope="module")
+def eqv2_scalar(pyg_data, tmp_path_factory) -> Path:
+    return _train("equiformer_v2_scalar.yml", pyg_data, None,
+                  tmp_path_factory.mktemp("eqv2_scalar"), *TINY_EQV2)
+
+
+def _predict(ckpt: Path, data: Path, out: Path) -> dict[str, np.ndarray]:
+    from fairchem_categorical.predictions import read_predictions
+
+    _cli("predict", "--checkpoint", str(ckpt), str(data), "--out", str(out))
+    return read_predictions(out)
+
+
+def test_fairchem_entry_point_trains_shipped_config_directly(pyg_data, tmp_path) -> None:
+    """No wrapper: fairchem's own CLI, the shipped YAML, its embedded bins."""
+    _run([sys.executable, "-c", "from fairchem.core._cli import main; main()",
+          "--mode", "train", "--config-yml", str(CONFIGS / "equiformer_v2_categorical.yml"),
+          "--run-dir", str(tmp_path), "--timestamp-id", "direct", "--cpu", *FAST, *TINY_EQV2,
+          f"--dataset.train.src={pyg_data['train']}", f"--dataset.val.src={pyg_data['val']}",
+          "--optim.max_epochs=1"])
+    ckpt = torch.load(tmp_path / "checkpoints" / "direct" / "checkpoint.pt",
+                      map_location="cpu", weights_only=False)
+    keys = ckpt["state_dict"].keys()
+    assert any(k.endswith("output_heads.energy.logits_block.residual.weight") for k in keys)
+    assert any(k.endswith("output_heads.forces.direction.weight") for k in keys)
+
+
+def test_categorical_equiformer_v2_predictions(eqv2_categorical, pyg_data, tmp_path) -> None:
+    out = tmp_path / "preds.csv"
+    cols = _predict(eqv2_categorical, pyg_data["test"], out)
+    assert len(cols["index"]) == 6  # one test system x 6 frames
+    for key in ("energy", "energy_std", "energy_entropy", "energy_edge_mass", "energy_target",
+                "forces_mae", "energy_low90", "energy_high90", "forces_uncertainty_mean"):
+        assert np.isfinite(cols[key]).all(), key
+    assert (cols["energy_std"] > 0).all() and (cols["energy_entropy"] > 0).all()
+    assert (cols["energy_entropy"] <= np.log(64) + 1e-6).all()
+    assert (cols["energy_low90"] < cols["energy"]).all()
+    assert (cols["energy"] < cols["energy_high90"]).all()
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["forces"].shape == (int(cols["natoms"].sum()), 3)
+    assert np.isfinite(arrays["forces"]).all() and (arrays["forces_std"] > 0).all()
+    decoded = (arrays["energy_probs"] * arrays["energy_bin_centers"]).sum(1)
+    np.testing.assert_allclose(decoded, cols["energy"], rtol=1e-5, atol=1e-3)
+    # trained, not the untrained prior: energies land within the data's spread
+    err = np.abs(cols["energy"] - cols["energy_target"])
+    assert err.mean() < np.abs(cols["energy_target"] - cols["energy_target"].mean()).mean() + 5
+
+
+def test_scalar_equiformer_v2_predictions(eqv2_scalar, pyg_data, tmp_path) -> None:
+    # the train split: its elements all have fitted references (the 4-system test data's
+    # test metal need not occur in train)
+    cols = _predict(eqv2_scalar, pyg_data["train"], tmp_path / "preds.csv")
+    assert np.isfinite(cols["energy"]).all() and np.isfinite(cols["forces_mae"]).all()
+    assert np.isnan(cols["energy_std"]).all()  # fairchem's scalar heads: no distribution
+    # element references and normalizer undone: eV on the targets' scale
+    err = np.abs(cols["energy"] - cols["energy_target"]).mean()
+    assert err < 0.5 * np.abs(cols["energy_target"]).mean()
+
+
+def test_categorical_esen_conservative_forces(pyg_data, pyg_bins, tmp_path) -> None:
+    ckpt = _train("esen_categorical_conserving.yml", pyg_data, pyg_bins, tmp_path / "run",
+                  *TINY_ESEN)
+    cols = _predict(ckpt, pyg_data["test"], tmp_path / "preds.csv")
+    assert np.isfinite(cols["energy"]).all() and (cols["energy_std"] > 0).all()
+    forces = np.load(tmp_path / "preds.npz")["forces"]
+    # gradients of the decoded energy: small after six steps from the zero-initialised
+    # location layer (and read from the EMA weights), but not zero
+    assert np.isfinite(forces).all() and np.abs(forces).max() > 1e-7
+
+
+def _losses(log: Path) -> list[float]:
+    """Training losses, one per step (fairchem logs them with the lr; validation without)."""
+    return [float(m) for m in re.findall(r"\bloss: ([0-9.e+-]+), lr:", log.read_text())]
+
+
+def test_finetune_categorical_heads_on_scalar_checkpoint(eqv2_scalar, pyg_data, pyg_bins,
+                                                         tmp_path) -> None:
+    from fairchem.core.common.utils import load_config, setup_imports
+    from fairchem.core.models.base import HydraModel
+
+    import fairchem_categorical.fairchem1  # noqa: F401
+
+    # 1. the model fairchem builds from the fine-tune config starts from the checkpoint's
+    #    backbone weights, bit for bit, with fresh categorical heads
+    setup_imports()
+    cfg, _, _ = load_config(str(CONFIGS / "equiformer_v2_categorical_finetune.yml"))
+    model_cfg = dict(cfg["model"])
+    model_cfg.pop("name")
+    model_cfg["finetune_config"] = {"starting_checkpoint": str(eqv2_scalar)}
+    model = HydraModel(**model_cfg)
+    start = torch.load(eqv2_scalar, map_location="cpu", weights_only=False)["state_dict"]
+    backbone = {k.split("backbone.", 1)[1]: v for k, v in start.items() if ".backbone." in
+                f".{k}"}
+    assert backbone and model.backbone.state_dict().keys() == backbone.keys()
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, backbone[k]), k
+    assert type(model.output_heads["energy"]).__name__ == "CategoricalEnergyHead"
+
+    # 2. fairchem trains it; the loss goes down
+    run_dir = tmp_path / "ft"
+    ckpt = _train("equiformer_v2_categorical_finetune.yml", pyg_data, pyg_bins, run_dir,
+                  f"--model.finetune_config.starting_checkpoint={eqv2_scalar}",
+                  "--optim.lr_initial=2e-3", epochs=6)
+    losses = _losses(next(run_dir.glob("*.log")))
+    assert len(losses) >= 10
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    cols = _predict(ckpt, pyg_data["test"], tmp_path / "preds.csv")
+    assert np.isfinite(cols["energy"]).all() and (cols["energy_std"] > 0).all()

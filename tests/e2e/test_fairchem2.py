@@ -1,0 +1,221 @@
+"""End to end through fairchem's own entry point: train, predict, reload, fine-tune."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import CONFIGS, TINY_BACKBONE
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(*args: str) -> list[str]:
+    proc = subprocess.run([sys.executable, "-m", "fairchem_categorical.app.cli", *args],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()
+
+
+def _train(config: str, data: dict[str, Path], bins: Path, run_dir: Path) -> Path:
+    lines = _cli("train", str(CONFIGS / config), "--train-data", str(data["train"]),
+                 "--val-data", str(data["val"]), "--bins", str(bins), "--max-epochs", "2",
+                 "--run-dir", str(run_dir), *TINY_BACKBONE)
+    ckpt = Path(lines[-1])  # the CLI's last line is the final checkpoint
+    assert ckpt.name == "inference_ckpt.pt" and ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def categorical_ckpt(small_dataset, small_bins, tmp_path_factory) -> Path:
+    return _train("esen_categorical_conserving.yaml", small_dataset, small_bins,
+                  tmp_path_factory.mktemp("cat_run"))
+
+
+@pytest.fixture(scope="module")
+def scalar_ckpt(small_dataset, small_bins, tmp_path_factory) -> Path:
+    return _train("esen_scalar_conserving.yaml", small_dataset, small_bins,
+                  tmp_path_factory.mktemp("scalar_run"))
+
+
+def test_train_predict_csv_npz(categorical_ckpt, small_dataset, tmp_path):
+    from fairchem_categorical.predictions import read_predictions
+
+    out = tmp_path / "preds.csv"
+    _cli("predict", "--checkpoint", str(categorical_ckpt), str(small_dataset["test"]),
+         "--out", str(out))
+    cols = read_predictions(out)
+    n = len(cols["index"])
+    assert n == 6  # one test system x 6 frames
+    for key in ("energy", "energy_std", "energy_entropy", "energy_edge_mass", "energy_target",
+                "forces_mae", "energy_low90", "energy_high90"):
+        assert np.isfinite(cols[key]).all(), key
+    assert (cols["energy_std"] > 0).all()
+    assert ((cols["energy_entropy"] > 0) & (cols["energy_entropy"] <= np.log(64) + 1e-6)).all()
+    assert (cols["energy_low90"] < cols["energy"]).all()
+    assert (cols["energy"] < cols["energy_high90"]).all()
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["forces"].shape == (int(cols["natoms"].sum()), 3)
+    assert np.isfinite(arrays["forces"]).all()
+    # the stored histogram decodes to the CSV's energy
+    decoded = (arrays["energy_probs"] * arrays["energy_bin_centers"]).sum(1)
+    np.testing.assert_allclose(decoded, cols["energy"], rtol=1e-5, atol=1e-4)
+
+
+def test_reload_reproduces_predictions_exactly(categorical_ckpt, small_dataset):
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    frames = read_frames([small_dataset["test"]])[:3]
+    a = predict_atoms(categorical_ckpt, frames)
+    b = predict_atoms(categorical_ckpt, frames)
+    assert [p.energy for p in a] == [p.energy for p in b]
+    assert all(np.array_equal(p.forces, q.forces) for p, q in zip(a, b, strict=True))
+
+
+def test_checkpoint_support_mismatch_is_a_clear_error(categorical_ckpt):
+    from fairchem.core.units.mlip_unit.utils import load_inference_model
+
+    from fairchem_categorical.histogram import SupportMismatchError
+
+    ckpt = torch.load(categorical_ckpt, map_location="cpu", weights_only=False)
+    support = dict(ckpt.model_config["heads"]["energy"]["support"])
+    support["high"] = support["high"] + 1.0
+    with pytest.raises(SupportMismatchError, match="high"):
+        load_inference_model(str(categorical_ckpt),
+                             overrides={"heads": {"energy": {"support": support}}})
+
+
+def test_scalar_baseline_predicts_without_uncertainty(scalar_ckpt, small_dataset, tmp_path):
+    from fairchem_categorical.predictions import read_predictions
+
+    out = tmp_path / "scalar.csv"
+    _cli("predict", "--checkpoint", str(scalar_ckpt), str(small_dataset["test"]),
+         "--out", str(out))
+    cols = read_predictions(out)
+    assert np.isfinite(cols["energy"]).all() and np.isfinite(cols["forces_mae"]).all()
+    assert np.isnan(cols["energy_std"]).all()  # a scalar head has no distribution
+
+
+def test_finetune_scalar_checkpoint_with_categorical_heads(scalar_ckpt, small_dataset,
+                                                           small_bins, tmp_path):
+    """fairchem's fine-tuning path: backbone weights carried over, new heads learn."""
+    from fairchem.core.units.mlip_unit.utils import load_inference_model
+
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    run_dir = tmp_path / "ft"
+    lines = _cli("train", str(CONFIGS / "esen_categorical_finetune.yaml"),
+                 "--train-data", str(small_dataset["train"]),
+                 "--val-data", str(small_dataset["val"]), "--bins", str(small_bins),
+                 "--max-epochs", "10", "--run-dir", str(run_dir), "batch_size=4", "lr=3e-3",
+                 f"starting_checkpoint={scalar_ckpt}")
+    final = Path(lines[-1])
+    step0 = final.parent.parent / "step_0" / "inference_ckpt.pt"
+    assert step0.is_file()
+
+    scalar_model, _ = load_inference_model(str(scalar_ckpt))
+    start_model, _ = load_inference_model(str(step0))
+    scalar_bb = scalar_model.backbone.state_dict()
+    start_bb = start_model.backbone.state_dict()
+    assert scalar_bb.keys() == start_bb.keys()
+    for key, value in scalar_bb.items():
+        assert torch.equal(value, start_bb[key]), key
+    assert type(start_model.output_heads["energy"]).__name__ == "CategoricalEnergyHead"
+
+    frames = read_frames([small_dataset["train"]])
+
+    def target_nll(ckpt: Path) -> float:
+        """Mean -log p(bin holding the target): what the cross-entropy trains."""
+        nll = []
+        for p in predict_atoms(ckpt, frames):
+            c = p.energy_bin_centers
+            k = int(np.clip(np.round((p.energy_target - c[0]) / (c[1] - c[0])), 0, len(c) - 1))
+            nll.append(-np.log(max(p.energy_probs[k], 1e-30)))
+        return float(np.mean(nll))
+
+    assert target_nll(final) < target_nll(step0)
+
+
+def test_direct_force_config_trains_and_reports_force_uncertainty(small_dataset, small_bins,
+                                                                 tmp_path):
+    from fairchem_categorical.predictions import read_predictions
+
+    ckpt = _train("esen_categorical_direct.yaml", small_dataset, small_bins, tmp_path / "run")
+    out = tmp_path / "direct.csv"
+    _cli("predict", "--checkpoint", str(ckpt), str(small_dataset["test"]), "--out", str(out))
+    cols = read_predictions(out)
+    assert np.isfinite(cols["forces_mae"]).all()
+    assert (cols["forces_uncertainty_mean"] > 0).all()
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["forces_entropy"].shape == (int(cols["natoms"].sum()),)
+    assert (arrays["forces_std"] >= 0).all()
+
+
+def test_calibrate_stores_a_temperature_that_predict_applies(categorical_ckpt, small_dataset,
+                                                            tmp_path):
+    import json
+
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    out = tmp_path / "calibrated.pt"
+    lines = _cli("calibrate", "--checkpoint", str(categorical_ckpt), "--val",
+                 str(small_dataset["val"]), "--out", str(out))
+    assert Path(lines[-1]) == out and out.is_file()
+    temperature = float(lines[0].split()[1])
+    assert temperature > 0 and abs(temperature - 1.0) > 1e-3
+    before_nll, after_nll = (float(x) for x in lines[1].split(":")[1].split("->"))
+    assert after_nll <= before_nll + 1e-6  # the fit minimises exactly this on val
+
+    frames = read_frames([small_dataset["test"]])[:2]
+    raw, cal = predict_atoms(categorical_ckpt, frames), predict_atoms(out, frames)
+    for p, q in zip(raw, cal, strict=True):
+        expected = np.exp(np.log(p.energy_probs) / temperature)
+        np.testing.assert_allclose(q.energy_probs, expected / expected.sum(), atol=1e-5)
+
+    report = tmp_path / "eval"
+    _cli("evaluate", "--checkpoint", str(out), "--data", str(small_dataset["test"]),
+         "--ood-data", str(small_dataset["val"]), "--out", str(report))
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("energy_mae", "forces_mae", "spearman_energy_std", "energy_nll",
+                "miscalibration_area", "auroc_energy_std"):
+        assert key in metrics
+    assert np.isfinite(metrics["energy_nll"]) and 0 <= metrics["miscalibration_area"] <= 1
+    for png in ("error_vs_uncertainty.png", "calibration_curve.png", "extreme_histograms.png",
+                "rejection_curve.png"):
+        assert (report / png).stat().st_size > 1000
+
+
+def test_demo_pipeline_writes_table_and_plot(tmp_path):
+    """`make demo` at the smallest size: both models trained, scored, plotted."""
+    import json
+
+    from fairchem_categorical.app.demo import run_demo
+
+    results = run_demo(tmp_path, max_epochs=1, n_systems=4)
+    assert set(results) == {"categorical", "scalar"}
+    for name in results:
+        assert np.isfinite(results[name]["energy_mae"]) and results[name]["train_seconds"] > 0
+    assert np.isfinite(results["categorical"]["spearman_energy_std"])
+    assert np.isnan(results["scalar"]["spearman_energy_std"])
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(
+        json.dumps(results))
+    assert "| energy MAE (eV) |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "energy_distributions.png").stat().st_size > 10_000
+
+
+def test_uma_moe_config_trains_and_predicts(small_dataset, small_bins, tmp_path):
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    ckpt = _train("uma_categorical_conserving.yaml", small_dataset, small_bins, tmp_path / "run")
+    preds = predict_atoms(ckpt, read_frames([small_dataset["test"]]))
+    assert all(np.isfinite(p.energy) and p.energy_std > 0 for p in preds)
+    assert all(np.isfinite(p.forces).all() for p in preds)

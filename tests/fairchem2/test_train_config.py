@@ -1,0 +1,38 @@
+"""What ``train`` copies into a fairchem 2.x run folder: the config and what it composes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from fairchem_categorical.fairchem2.train import composed_paths, copy_config
+from tests.conftest import CONFIGS
+
+
+def test_copies_only_the_composed_files_and_groups(tmp_path: Path) -> None:
+    names = {p.relative_to(CONFIGS).as_posix()
+             for p in composed_paths(CONFIGS / "esen_categorical_conserving.yaml")}
+    assert names == {"esen_categorical_conserving.yaml", "base_train.yaml", "backbone",
+                     "bins", "tasks"}
+    copied = copy_config(CONFIGS / "esen_scalar_conserving.yaml", tmp_path / "cfg")
+    assert copied == tmp_path / "cfg" / "esen_scalar_conserving.yaml"
+    assert sorted(p.name for p in (tmp_path / "cfg").iterdir()) == [
+        "backbone", "base_train.yaml", "bins", "esen_scalar_conserving.yaml", "tasks"]
+    assert (tmp_path / "cfg" / "tasks" / "scalar.yaml").is_file()
+
+
+def test_run_folder_inside_the_config_folder_is_not_copied(tmp_path: Path) -> None:
+    """The config's whole folder used to be copied: with the run folder inside it, copytree
+    recursed until RecursionError, and from a working directory it copied .venv too."""
+    folder = tmp_path / "work"
+    shutil.copytree(CONFIGS, folder)
+    (folder / ".venv" / "lib").mkdir(parents=True)
+    (folder / ".venv" / "lib" / "big.bin").write_bytes(b"x" * 1000)
+    run_dir = folder / "runs" / "20260101" / "config"
+    copied = copy_config(folder / "esen_categorical_direct.yaml", run_dir)
+    assert copied.is_file()
+    assert not (run_dir / ".venv").exists() and not (run_dir / "runs").exists()
+    defaults = yaml.safe_load(copied.read_text())["defaults"]
+    assert "base_train" in defaults
