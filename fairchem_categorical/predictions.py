@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +121,32 @@ def predict_in_chunks(
         if progress:
             progress(f"predicted {min(start + batch_size, len(frames))}/{len(frames)}")
     return preds
+
+
+def predict_frames(
+    frames: Sequence,
+    batch_size: int,
+    make_batch: Callable[[Sequence], Any],
+    run_batch: Callable[[Any, int], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]],
+    progress: Callable[[str], None] | None = None,
+) -> list[StructurePrediction]:
+    """Both lines' ``predict_atoms``: batch the frames, run each batch, split per structure.
+
+    ``make_batch(chunk)`` builds the line's batch (it has ``natoms`` and ``fixed``);
+    ``run_batch(batch, start)`` returns the adapter's ``predict_batch`` pair: ``energy``
+    (B,) and ``forces`` (N, 3), and the uncertainty outputs (see ``split_batch``).
+    """
+    def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
+        batch = make_batch(chunk)
+        out, extras = run_batch(batch, start)
+        forces = out.get("forces")
+        return split_batch(
+            chunk, start, batch.natoms.cpu().numpy(), out["energy"].double().cpu().numpy(),
+            None if forces is None else forces.double().cpu().numpy(),
+            {k: v.double().cpu().numpy() for k, v in extras.items()},
+            fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None)
+
+    return predict_in_chunks(frames, batch_size, chunk_predictions, progress)
 
 
 @contextlib.contextmanager

@@ -23,12 +23,7 @@ from fairchem.core.modules.normalization.normalizer import create_normalizer
 from fairchem.core.preprocessing import AtomsToGraphs
 
 from fairchem_categorical.fairchem1.heads import CategoricalDirectForceHead, CategoricalEnergyHead
-from fairchem_categorical.predictions import (
-    StructurePrediction,
-    predict_in_chunks,
-    seeded,
-    split_batch,
-)
+from fairchem_categorical.predictions import StructurePrediction, predict_frames, seeded
 
 # the OCP trainer's names for normalizers of checkpoints older than fairchem 1.0
 _OLD_KEYS = {"target": "energy", "grad_target": "forces"}
@@ -118,26 +113,31 @@ class LoadedModel:
         return {k: v.detach() for k, v in flat.items()}
 
 
-def _collect(loaded: LoadedModel, out: dict[str, torch.Tensor], batch, chunk, start: int
-             ) -> list[StructurePrediction]:
+def predict_batch(loaded: LoadedModel, batch, seed: int
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(energy (B,) and forces (N, 3) in eV, eV/A; the uncertainty outputs) of one batch.
+
+    The same contract as the 2.x adapter's ``predict_batch``: per-structure
+    ``energy_std``/``energy_entropy``/``energy_edge_mass`` and the eV histogram with its 90%
+    interval for a categorical energy head, per-atom ``forces_std``/``forces_entropy`` for
+    a direct-force head; empty for a scalar checkpoint.
+    """
+    raw = loaded(batch, seed)
     # shaped as OCPTrainer._forward shapes them: (systems, 1) and (atoms, 3)
-    energy = loaded.denorm("energy", out["energy"].reshape(-1, 1), batch).reshape(-1)
-    forces = loaded.denorm("forces", out["forces"].reshape(-1, 3), batch) \
-        if "forces" in out else None
-    outputs: dict[str, torch.Tensor] = {}
+    out = {"energy": loaded.denorm("energy", raw["energy"].reshape(-1, 1), batch)
+           .reshape(-1).double()}
+    if "forces" in raw:
+        out["forces"] = loaded.denorm("forces", raw["forces"].reshape(-1, 3), batch)
+    extras: dict[str, torch.Tensor] = {}
     head = loaded.energy_head
     if head is not None:
         refs = head.energy_transform.spec.batch_references(
             batch.atomic_numbers, batch.batch, batch.natoms.numel())
-        outputs.update({k: out[k] for k in ("energy_std", "energy_entropy", "energy_edge_mass")})
-        outputs.update(head.histogram_in_ev(out[head.logits_key], batch.natoms, refs))
+        extras.update({k: raw[k] for k in ("energy_std", "energy_entropy", "energy_edge_mass")})
+        extras.update(head.histogram_in_ev(raw[head.logits_key], batch.natoms, refs))
     if loaded.force_head is not None:
-        outputs.update({k: out[k] for k in ("forces_std", "forces_entropy")})
-    return split_batch(
-        chunk, start, batch.natoms.cpu().numpy(), energy.double().cpu().numpy(),
-        None if forces is None else forces.double().cpu().numpy(),
-        {k: v.double().cpu().numpy() for k, v in outputs.items()},
-        fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None)
+        extras.update({k: raw[k] for k in ("forces_std", "forces_entropy")})
+    return out, extras
 
 
 def predict_atoms(
@@ -152,9 +152,7 @@ def predict_atoms(
     loaded = LoadedModel(checkpoint, device)
     a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
                         r_fixed=True, r_pbc=True)
-
-    def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
-        batch = data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True)
-        return _collect(loaded, loaded(batch, seed + start), batch, chunk, start)
-
-    return predict_in_chunks(frames, batch_size, chunk_predictions, progress)
+    return predict_frames(
+        frames, batch_size,
+        lambda chunk: data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True),
+        lambda batch, start: predict_batch(loaded, batch, seed + start), progress)

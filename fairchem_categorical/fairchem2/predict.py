@@ -1,48 +1,84 @@
-"""Run a fairchem-core 2.x checkpoint (categorical or scalar) over ASE data."""
+"""Run a fairchem-core 2.x checkpoint (categorical or scalar) over ASE data.
+
+The model loads through fairchem's own ``MLIPPredictUnit``, so predictions come from the
+same weights (EMA) and the same inference settings as fairchem's inference and its ASE
+calculator. ``CategoricalPredictUnit`` only adds a record of the heads' raw outputs of
+the last call: fairchem keeps one property per task (energy, forces, stress), and the
+categorical heads' uncertainties ride beside them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-import hydra
 import torch
 from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
-from fairchem.core.units.mlip_unit.utils import load_inference_model
+from fairchem.core.units.mlip_unit.api.inference import (
+    InferenceSettings,
+    guess_inference_settings,
+)
+from fairchem.core.units.mlip_unit.predict import MLIPPredictUnit
 
 from fairchem_categorical.fairchem2.heads import CategoricalDirectForceHead, CategoricalEnergyHead
-from fairchem_categorical.predictions import (
-    StructurePrediction,
-    predict_in_chunks,
-    seeded,
-    split_batch,
-)
+from fairchem_categorical.predictions import StructurePrediction, predict_frames, seeded
+
+#: prediction over many different structures: MOLE experts unmerged, no compile (the
+#: "batch" preset of fairchem's inference settings)
+DEFAULT_SETTINGS = "batch"
 
 
-def load_model(checkpoint: str | Path, device: str = "cpu"):
-    """Model and its tasks from an inference checkpoint, ready for eval."""
+class CategoricalPredictUnit(MLIPPredictUnit):
+    """fairchem's predict unit, keeping the heads' raw outputs of the last ``predict`` call.
+
+    ``last_outputs[task][key]`` holds what each head returned (detached): for the
+    categorical energy head ``energy_std``, ``energy_entropy``, ``energy_edge_mass`` and
+    the logits under its logits task; for the direct-force head ``forces_std`` and
+    ``forces_entropy``. Scalar checkpoints load too (their heads add nothing).
+    """
+
+    last_outputs: dict[str, dict[str, torch.Tensor]]
+
+    def _process_outputs(self, data: AtomicData, output: dict, undo_refs: bool) -> dict:
+        self.last_outputs = {
+            task: {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
+            for task, out in output.items() if isinstance(out, dict)}
+        return super()._process_outputs(data, output, undo_refs)
+
+    @property
+    def hydra_model(self) -> torch.nn.Module:
+        """The HydraModel inside fairchem's EMA / compile wrappers."""
+        model = getattr(self.model, "_orig_mod", self.model)
+        return model.module
+
+    def head(self, cls: type) -> torch.nn.Module | None:
+        heads = getattr(self.hydra_model, "output_heads", {})
+        return next((h for h in heads.values() if isinstance(h, cls)), None)
+
+    @property
+    def energy_task(self) -> Any:
+        task = next((t for t in self.tasks.values()
+                     if t.property == "energy" and not t.inference_only), None)
+        if task is None:
+            raise ValueError(f"{self._inference_model_path} has no energy task; cannot predict "
+                             "energies")
+        return task
+
+
+def load_unit(checkpoint: str | Path, device: str = "cpu",
+              inference_settings: str | InferenceSettings = DEFAULT_SETTINGS
+              ) -> CategoricalPredictUnit:
+    """A predict unit for an inference checkpoint (EMA weights, fairchem's settings)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    model, ckpt = load_inference_model(str(checkpoint))
-    tasks = [hydra.utils.instantiate(t) for t in ckpt.tasks_config]
-    model.to(device).eval()
-    for task in tasks:
-        task.normalizer.to(device)
-        if task.element_references is not None:
-            task.element_references.to(device)
-    return model, tasks
+    return CategoricalPredictUnit(str(checkpoint), device=device,
+                                  inference_settings=guess_inference_settings(inference_settings))
 
 
-def _find_head(model: torch.nn.Module, cls: type) -> torch.nn.Module | None:
-    return next((h for h in model.output_heads.values() if isinstance(h, cls)), None)
-
-
-def _task(tasks, prop: str):
-    return next((t for t in tasks if t.property == prop and not t.inference_only), None)
-
-
-def _to_data(atoms, dataset_name: str) -> AtomicData:
+def to_data(atoms: Any, dataset_name: str) -> AtomicData:
+    """AtomicData for one structure, with its labels when it carries them."""
     calc = atoms.calc
     has_energy = calc is not None and "energy" in calc.results
     has_forces = calc is not None and "forces" in calc.results
@@ -50,6 +86,41 @@ def _to_data(atoms, dataset_name: str) -> AtomicData:
                                task_name=dataset_name)
     data.dataset = dataset_name
     return data
+
+
+def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(energy (B,) and forces (N, 3) in eV, eV/A; the uncertainty outputs) of one batch.
+
+    The uncertainty outputs are the per-structure ``energy_std``/``energy_entropy``/
+    ``energy_edge_mass``, the histogram on the eV axis with its 90% interval (see
+    ``CategoricalEnergyReadout.histogram_in_ev``), and per-atom ``forces_std``/
+    ``forces_entropy`` for a direct-force head; empty for a scalar checkpoint.
+    """
+    with seeded(seed, str(unit.device)):  # eSCN draws a random roll per edge frame
+        preds = unit.predict(batch)
+    raw = unit.last_outputs
+    task = unit.energy_task
+    energy = preds["energy"].detach().reshape(-1).double()
+    out = {"energy": energy}
+    if "forces" in preds:
+        out["forces"] = preds["forces"].detach()
+    extras: dict[str, torch.Tensor] = {}
+    energy_head = unit.head(CategoricalEnergyHead)
+    if energy_head is not None:
+        head_out = raw[energy_head.energy_task]
+        # what fairchem added to the head's (referenced) energy: the element references
+        refs = energy - task.normalizer.denorm(head_out["energy"]).reshape(-1).double()
+        extras.update({k: head_out[k] for k in ("energy_std", "energy_entropy",
+                                                "energy_edge_mass")})
+        logits = raw[energy_head.logits_task]["logits"]
+        extras.update(energy_head.histogram_in_ev(logits, batch.natoms.to(refs.device),
+                                                  refs))
+    force_head = unit.head(CategoricalDirectForceHead)
+    if force_head is not None:
+        extras.update({k: raw[force_head.forces_task][k] for k in ("forces_std",
+                                                                   "forces_entropy")})
+    return out, extras
 
 
 def predict_atoms(
@@ -61,46 +132,9 @@ def predict_atoms(
     seed: int = 0,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame."""
-    model, tasks = load_model(checkpoint, device)
-    energy_task, forces_task = _task(tasks, "energy"), _task(tasks, "forces")
-    if energy_task is None:
-        raise ValueError(f"{checkpoint} has no energy task; cannot predict energies")
-    dataset_name = energy_task.datasets[0]
-    energy_head = _find_head(model, CategoricalEnergyHead)
-    force_head = _find_head(model, CategoricalDirectForceHead)
-
-    def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
-        batch = atomicdata_list_to_batch([_to_data(a, dataset_name) for a in chunk]).to(device)
-        with seeded(seed + start, device):
-            out = model(batch)
-        return _collect(out, batch, chunk, start, energy_task, forces_task, energy_head,
-                        force_head)
-
-    return predict_in_chunks(frames, batch_size, chunk_predictions, progress)
-
-
-def _collect(out, batch, chunk, start, energy_task, forces_task, energy_head, force_head):
-    with torch.no_grad():
-        e_out = out[energy_task.name]
-        energy = energy_task.normalizer.denorm(e_out["energy"].detach().reshape(-1))
-        refs = torch.zeros_like(energy)
-        if energy_task.element_references is not None:
-            refs = energy_task.element_references.undo_refs(batch, refs)
-        energy = energy + refs
-        outputs: dict[str, torch.Tensor] = {}
-        if energy_head is not None:
-            logits = out[energy_head.logits_task]["logits"].detach()
-            outputs.update({k: e_out[k] for k in ("energy_std", "energy_entropy",
-                                                  "energy_edge_mass")})
-            outputs.update(energy_head.histogram_in_ev(logits, batch.natoms, refs))
-        forces = None
-        if forces_task is not None and forces_task.name in out:
-            forces = forces_task.normalizer.denorm(out[forces_task.name]["forces"].detach())
-        if force_head is not None:
-            outputs.update({k: out[force_head.forces_task][k].detach()
-                            for k in ("forces_std", "forces_entropy")})
-    return split_batch(
-        chunk, start, batch.natoms.cpu().numpy(), energy.cpu().numpy(),
-        None if forces is None else forces.cpu().numpy(),
-        {k: v.cpu().numpy() for k, v in outputs.items()},
-        fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None)
+    unit = load_unit(checkpoint, device)
+    dataset_name = unit.energy_task.datasets[0]
+    return predict_frames(
+        frames, batch_size,
+        lambda chunk: atomicdata_list_to_batch([to_data(a, dataset_name) for a in chunk]),
+        lambda batch, start: predict_batch(unit, batch, seed + start), progress)

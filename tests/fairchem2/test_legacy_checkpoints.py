@@ -21,4 +21,4 @@ FOLDER = LEGACY / "fairchem2"
 def test_legacy_checkpoint_predicts_as_recorded(name: str) -> None:
     frames = read_frames([FOLDER / "frames.extxyz"])
     preds = predict_atoms(FOLDER / f"{name}.pt", frames)
-    assert_predicts_as_recorded(preds, FOLDER / f"{name}.raw.csv")
+    assert_predicts_as_recorded(preds, FOLDER / f"{name}.ema.csv")
