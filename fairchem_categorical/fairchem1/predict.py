@@ -67,6 +67,15 @@ def model_config(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     return cfg
 
 
+def apply_ema(model: torch.nn.Module, ckpt: dict[str, Any]) -> None:
+    """Copy a checkpoint's EMA weights (if it has them) into ``model``."""
+    if ckpt.get("ema"):
+        decay = ckpt["config"].get("optim", {}).get("ema_decay") or 0.999
+        ema = ExponentialMovingAverage(model.parameters(), decay)
+        ema.load_state_dict(ckpt["ema"])
+        ema.copy_to()
+
+
 class LoadedModel:
     """A 1.10 model in eval mode, with the trainer's denormalisation of its outputs."""
 
@@ -79,16 +88,30 @@ class LoadedModel:
         self.model = registry.get_model_class(name)(**cfg)
         load_state_dict(self.model, match_state_dict(self.model.state_dict(), ckpt["state_dict"]),
                         strict=True)
-        if ckpt.get("ema"):
-            decay = ckpt["config"].get("optim", {}).get("ema_decay") or 0.999
-            ema = ExponentialMovingAverage(self.model.parameters(), decay)
-            ema.load_state_dict(ckpt["ema"])
-            ema.copy_to()
-        self.model.to(device).eval()
-        self.normalizers = {_OLD_KEYS.get(k, k): create_normalizer(state_dict=v).to(device)
-                            for k, v in (ckpt.get("normalizers") or {}).items()}
-        self.elementrefs = {k: create_element_references(state_dict=v).to(device)
-                            for k, v in (ckpt.get("elementrefs") or {}).items()}
+        apply_ema(self.model, ckpt)
+        self._attach(
+            self.model,
+            {_OLD_KEYS.get(k, k): create_normalizer(state_dict=v).to(device)
+             for k, v in (ckpt.get("normalizers") or {}).items()},
+            {k: create_element_references(state_dict=v).to(device)
+             for k, v in (ckpt.get("elementrefs") or {}).items()},
+            device)
+
+    @classmethod
+    def from_trainer(cls, trainer: Any, checkpoint: str | Path) -> LoadedModel:
+        """The model of an OCP trainer that loaded ``checkpoint`` (``OCPCalculator``'s) and
+        its normalizers, with the checkpoint's EMA weights copied in: an inference-only
+        trainer drops them, ``predict`` (like the training trainer's own) uses them."""
+        apply_ema(trainer._unwrapped_model, _load(Path(checkpoint)))
+        loaded = cls.__new__(cls)
+        loaded._attach(trainer._unwrapped_model, dict(trainer.normalizers),
+                       dict(trainer.elementrefs), str(trainer.device))
+        return loaded
+
+    def _attach(self, model: torch.nn.Module, normalizers: dict, elementrefs: dict,
+                device: str) -> None:
+        self.model = model.to(device).eval()
+        self.normalizers, self.elementrefs = normalizers, elementrefs
         heads = getattr(self.model, "output_heads", {})
         self.energy_head = next((h for h in heads.values()
                                  if isinstance(h, CategoricalEnergyHead)), None)

@@ -90,7 +90,8 @@ def to_data(atoms: Any, dataset_name: str) -> AtomicData:
 
 def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(energy (B,) and forces (N, 3) in eV, eV/A; the uncertainty outputs) of one batch.
+    """(energy (B,) and forces (N, 3) in eV, eV/A, stress when the model has it; the
+    uncertainty outputs) of one batch.
 
     The uncertainty outputs are the per-structure ``energy_std``/``energy_entropy``/
     ``energy_edge_mass``, the histogram on the eV axis with its 90% interval (see
@@ -105,6 +106,8 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
     out = {"energy": energy}
     if "forces" in preds:
         out["forces"] = preds["forces"].detach()
+    if "stress" in preds:  # (B, 9) or (B, 3, 3), when the model predicts it
+        out["stress"] = preds["stress"].detach()
     extras: dict[str, torch.Tensor] = {}
     energy_head = unit.head(CategoricalEnergyHead)
     if energy_head is not None:
