@@ -119,7 +119,9 @@ def fit_bins(
     support = SupportSpec(low=lo - margin * span, high=hi + margin * span, num_bins=num_bins,
                           sigma_ratio=sigma_ratio)
     force_high = max(fmax, 1e-3) * (1.0 + margin)
-    force_support = SupportSpec(low=0.0, high=force_high, num_bins=num_bins,
+    # symmetric: the direct-force head decodes a signed amplitude, so |F| = 0 decodes to 0
+    # (on [0, F_max] small forces come out biased up; see readout.ForceMagnitudeReadout)
+    force_support = SupportSpec(low=-force_high, high=force_high, num_bins=num_bins,
                                 sigma_ratio=sigma_ratio)
     return BinsFit(energy=transform, support=support, force_support=force_support,
                    num_structures=len(e), target_range=(lo, hi), force_max=fmax,
@@ -165,7 +167,8 @@ def write_bins(fit: BinsFit, out: str | Path, source: Sequence[str | Path]) -> P
         "# Written by `fairchem-categorical fit-bins` from: "
         + ", ".join(str(p) for p in source)
         + "\n# support: energy bins in the binning space "
-        "((E - sum refs)/N - mean)/std; force_support: force-magnitude bins (eV/A).\n"
+        "((E - sum refs)/N - mean)/std; force_support: force-magnitude bins (eV/A),\n"
+        "# symmetric: the direct-force head decodes a signed amplitude.\n"
     )
     out.write_text(header + yaml.safe_dump(fit.to_dict(), sort_keys=False))
     return out
@@ -192,5 +195,6 @@ def describe(fit: BinsFit) -> str:
         f"(normalised; mean {et.mean:.5f} eV{per}, std {et.std:.5f} eV{per})\n"
         f"energy support: [{s.low:.4f}, {s.high:.4f}], {s.num_bins} bins of "
         f"{s.width:.4f} ({s.width * et.std:.5f} eV{per}); force support: "
-        f"[0, {fit.force_support.high:.3f}] eV/A (max |F| {fit.force_max:.3f})"
+        f"[{fit.force_support.low:.3f}, {fit.force_support.high:.3f}] eV/A, signed "
+        f"(max |F| {fit.force_max:.3f})"
     )

@@ -15,3 +15,10 @@ def markdown_table(results: dict[str, dict[str, float]],
             cells.append("n/a" if v is None or v != v else fmt.format(v))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def rows_table(header: list[str], rows: list[list[object]]) -> str:
+    """A markdown table of ready-formatted cells (one list per row)."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -81,11 +81,6 @@ def test_force_readout_magnitude_times_unit_direction() -> None:
     torch.testing.assert_close(rotated["forces"], out["forces"] @ rot.T, rtol=1e-5, atol=1e-5)
 
 
-def test_force_support_must_start_at_zero_or_above() -> None:
-    with pytest.raises(ValueError, match=">= 0"):
-        ForceMagnitudeReadout(4, 8, {"low": -1.0, "high": 5.0, "num_bins": 8})
-
-
 def test_energy_transform_state_refuses_another_transform() -> None:
     state = EnergyTransformState(ENERGY)
     saved = state.state_dict()
@@ -95,3 +90,66 @@ def test_energy_transform_state_refuses_another_transform() -> None:
         other.load_state_dict(saved)
     with pytest.raises(ValueError, match="level"):
         EnergyTransformState({**ENERGY, "level": "total"}).load_state_dict(saved)
+
+
+# -- small forces: the signed (symmetric) force-magnitude support --------------------------
+F_MAX = 21.5707202679217  # the embedded bins' force_support
+
+
+def _fit_magnitude(support: dict, steps: int = 300):
+    """Train the readout by cross-entropy on Gaussian-RBF features of y: 20% of targets are
+    exactly 0, the rest exponential (mean 0.4 eV/A), like forces near a minimum."""
+    from fairchem_categorical.losses import soft_cross_entropy
+
+    def feats(y: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-((y.unsqueeze(-1) - torch.linspace(0, 3, 32)) / 0.1) ** 2)
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    readout = ForceMagnitudeReadout(32, 64, support, prior_mean=0.4)
+    opt = torch.optim.Adam(readout.parameters(), lr=3e-3)
+    for _ in range(steps):
+        y = torch.empty(256).exponential_(1 / 0.4, generator=gen).clamp(max=3.0)
+        y[torch.rand(256, generator=gen) < 0.2] = 0.0
+        loss = soft_cross_entropy(readout.magnitude_block(feats(y)),
+                                  readout.support.encode(y)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return readout, feats
+
+
+def _decoded_force(readout: ForceMagnitudeReadout, feats, y: float) -> torch.Tensor:
+    with torch.no_grad():
+        return readout.readout(feats(torch.tensor([y])), torch.tensor([[0.6, 0.0, 0.8]]))[
+            "forces"][0]
+
+
+def test_fitted_zero_force_decodes_below_0_01_on_the_symmetric_support():
+    readout, feats = _fit_magnitude({"low": -F_MAX, "high": F_MAX, "num_bins": 128})
+    assert float(_decoded_force(readout, feats, 0.0).norm()) < 0.01
+    # and a typical force is still decoded, along the direction (0.6, 0, 0.8)
+    f = _decoded_force(readout, feats, 0.5)
+    assert float(f.norm()) == pytest.approx(0.5, abs=0.03)
+    assert float(f[0] / f[2]) == pytest.approx(0.75, rel=1e-5)
+
+
+def test_old_support_keeps_its_small_force_bias():
+    """[0, F_max] (checkpoints before the symmetric support) decodes |F| = 0 to at least
+    half a bin, more once the truncated HL-Gauss target is fitted: ~0.12 eV/A here."""
+    spec = {"low": 0.0, "high": F_MAX, "num_bins": 128}
+    readout, feats = _fit_magnitude(spec)
+    assert float(_decoded_force(readout, feats, 0.0).norm()) > 0.5 * F_MAX / 128
+
+
+def test_symmetric_support_round_trip_is_unbiased_near_zero():
+    readout = ForceMagnitudeReadout(8, 8, {"low": -F_MAX, "high": F_MAX, "num_bins": 128})
+    y = torch.tensor([0.0, 0.02, 0.05, 0.1])
+    probs = readout.support.encode(y).double()
+    centers = readout.support.centers.double()
+    np.testing.assert_allclose((probs * centers).sum(-1).numpy(), y.numpy(), atol=1e-4)
+
+
+def test_force_support_must_start_at_zero_or_be_symmetric():
+    with pytest.raises(ValueError, match="symmetric"):
+        ForceMagnitudeReadout(8, 8, {"low": -1.0, "high": 5.0, "num_bins": 16})

@@ -150,7 +150,7 @@ def test_fit_bins_on_synthetic_data(level: str) -> None:
     # Force support: from zero up past the largest per-atom force magnitude.
     fmax = max(float(np.sqrt((f**2).sum(-1)).max()) for _, _, f in data)
     assert fit.force_max == pytest.approx(fmax, rel=1e-12)
-    assert fit.force_support.low == 0.0
+    assert fit.force_support.low == -fit.force_support.high  # signed amplitude
     assert fit.force_support.high >= fmax
     assert fit.force_support.high == pytest.approx(fmax * (1 + margin), rel=1e-12)
     # Every training target lands inside the support (no clipping).
