@@ -9,7 +9,9 @@ A calculator on either line runs its adapter's ``predict_batch`` (the same call
 * ``energy_uncertainty`` (eV, total energy): the designated, calibrated uncertainty
   when the model provides it (issue 12), else the histogram's ``energy_std``;
   ``energy_std`` itself; ``energy_low90``/``energy_high90``, the central 90% interval;
-  ``ood_score`` when the model provides it;
+  ``ood_score`` when the model provides it; ``energy_edge_mass`` (probability in the
+  histogram's outermost bins: the energy may lie beyond the support);
+* the histogram itself, ``energy_bin_centers`` and ``energy_probs`` (K,), on the eV axis;
 * per atom (N,): ``forces_uncertainty`` (std of the force-magnitude histogram, eV/A,
   direct-force heads) and ``atom_ood_score`` when the model provides it.
 
@@ -27,9 +29,11 @@ import torch
 
 #: per-structure uncertainty results, in the order they are reported
 STRUCTURE_KEYS = ("energy_uncertainty", "energy_std", "energy_low90", "energy_high90",
-                  "ood_score")
+                  "ood_score", "energy_edge_mass")
 #: per-atom uncertainty results (N,)
 ATOM_KEYS = ("forces_uncertainty", "atom_ood_score")
+#: the predicted energy histogram on the eV axis, (K,) per structure (screening ranks with it)
+HISTOGRAM_KEYS = ("energy_bin_centers", "energy_probs")
 #: the scalars copied into atoms.info
 INFO_KEYS = STRUCTURE_KEYS
 #: where each result comes from in predict_batch's extras (first present wins)
@@ -41,6 +45,9 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "ood_score": ("ood_score",),
     "forces_uncertainty": ("forces_uncertainty", "forces_std"),
     "atom_ood_score": ("atom_ood_score",),
+    "energy_edge_mass": ("energy_edge_mass",),
+    "energy_bin_centers": ("energy_bin_centers",),
+    "energy_probs": ("energy_probs",),
 }
 BASE_PROPERTIES = ("energy", "free_energy", "forces", "stress")
 
@@ -92,6 +99,9 @@ def structure_results(out: Mapping[str, Any], extras: Mapping[str, Any],
         for key in ATOM_KEYS:
             if key in arrays and arrays[key].shape == (int(offsets[-1]),):
                 res[key] = arrays[key][sl].copy()
+        for key in HISTOGRAM_KEYS:
+            if key in arrays and arrays[key].ndim == 2 and len(arrays[key]) == len(natoms):
+                res[key] = arrays[key][i].copy()
         assert all(np.isfinite(res[k]).all() for k in res), f"non-finite result in {res}"
         results.append(res)
     return results
@@ -99,7 +109,8 @@ def structure_results(out: Mapping[str, Any], extras: Mapping[str, Any],
 
 def implemented(base: list[str], results: Mapping[str, Any]) -> list[str]:
     """``base`` plus the uncertainty keys a calculation returned (no duplicates)."""
-    extra = [k for k in (*STRUCTURE_KEYS, *ATOM_KEYS) if k in results and k not in base]
+    extra = [k for k in (*STRUCTURE_KEYS, *ATOM_KEYS, *HISTOGRAM_KEYS)
+             if k in results and k not in base]
     return [*base, *extra]
 
 

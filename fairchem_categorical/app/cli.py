@@ -98,6 +98,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_screen(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.screen import run_screen
+
+    run_screen(args.checkpoint, args.slab, args.adsorbate, args.out,
+               num_placements=args.num_placements, fmax=args.fmax, steps=args.steps,
+               mode=args.mode, coverage=args.coverage, budget=args.budget, top_k=args.top_k,
+               gas_references=args.gas_references, seed=args.seed, device=args.device,
+               vasp=args.vasp, say=_say)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.demo import run_demo
 
@@ -195,6 +206,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val", nargs="+", required=True, help="validation data")
     s.add_argument("--out", required=True, help="the calibrated checkpoint to write")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("screen", help="adsorption-energy screening with uncertainty",
+                       description="Place an adsorbate on slabs (fairchem-data-oc), relax "
+                                   "with the checkpoint's calculator, flag anomalies, rank "
+                                   "adsorption energies with intervals and P(lowest), and "
+                                   "recommend which configurations to send to DFT.")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--slab", nargs="+", required=True,
+                   help="ASE-readable slab files, or METAL/FACET (e.g. Cu/fcc111)")
+    s.add_argument("--adsorbate", nargs="+", required=True,
+                   help="fairchem-data-oc SMILES (*O, *OH, *CO, ...) or ASE molecule names")
+    s.add_argument("--num-placements", type=int, default=10)
+    s.add_argument("--mode", default="heuristic",
+                   choices=("heuristic", "random", "random_site_heuristic_placement"),
+                   help="fairchem-data-oc's placement mode")
+    s.add_argument("--fmax", type=float, default=0.05)
+    s.add_argument("--steps", type=int, default=200)
+    pick = s.add_mutually_exclusive_group()
+    pick.add_argument("--coverage", type=float, default=0.9,
+                      help="send the fewest configurations whose P(lowest) sums to this")
+    pick.add_argument("--budget", type=int, help="send the k most likely lowest instead")
+    s.add_argument("--top-k", type=int, default=5, help="AdsorbML's fixed top-k, reported")
+    s.add_argument("--gas-references", help="JSON {element: eV}; default OC20's H, C, N, O")
+    s.add_argument("--vasp", action="store_true",
+                   help="write VASP inputs (fairchem-data-oc) for the recommended ones")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=cmd_screen)
 
     s = sub.add_parser("demo", help="the main job on the embedded data",
                        description="Make data, fit bins, train categorical and scalar eSEN, "

@@ -213,3 +213,39 @@ def plot_energy_distributions(arrays: Mapping[str, np.ndarray],
     axes.ravel()[0].legend(fontsize=7)
     fig.suptitle(f"{model_name}: predicted energy distributions on test structures")
     return _save(fig, out_png)
+
+
+def plot_screening(rows: list[Mapping[str, object]], out_png: str | Path) -> Path:
+    """Adsorption energies per system, ranked, with 90% intervals as error bars.
+
+    ``rows``: ``screening.rows``. Configurations recommended for DFT are filled, the others
+    hollow; anomalous ones are grey crosses at their (unreliable) energy; the bar beside
+    each marker is the predicted 90% interval, the text its P(lowest).
+    """
+    systems = list(dict.fromkeys(str(r["system"]) for r in rows))
+    fig, axes = _figure(max(4.0, 3.2 * len(systems)), 4.0, 1, len(systems))
+    for ax, system in zip(axes[0], systems, strict=True):
+        mine = [r for r in rows if r["system"] == system]
+        valid = sorted((r for r in mine if not r["anomaly"]),
+                       key=lambda r: float(r["adsorption_energy"]))
+        bad = [r for r in mine if r["anomaly"]]
+        for x, r in enumerate(valid):
+            e = float(r["adsorption_energy"])
+            lo, hi = float(r["adsorption_energy_low90"]), float(r["adsorption_energy_high90"])
+            yerr = None if np.isnan(lo) else [[e - lo], [hi - e]]
+            color = "C3" if r["send_to_dft"] else "C0"
+            ax.errorbar([x], [e], yerr=yerr, fmt="o", color=color, capsize=3,
+                        mfc=color if r["send_to_dft"] else "white")
+            ax.annotate(f"{float(r['p_lowest']):.2f}", (x, e), textcoords="offset points",
+                        xytext=(6, -3), fontsize=7)
+        if bad:
+            xs = np.arange(len(valid), len(valid) + len(bad))
+            ax.plot(xs, [float(r["adsorption_energy"]) for r in bad], "x", color="0.6",
+                    label="anomaly")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(system, fontsize=9)
+        ax.set_xlabel("configuration, ranked by predicted energy")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("adsorption energy (eV), 90% interval")
+    fig.suptitle("red: send to DFT; numbers: P(lowest)", fontsize=9)
+    return _save(fig, out_png)

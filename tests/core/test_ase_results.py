@@ -17,7 +17,9 @@ def _pair(with_epistemic: bool):
               "energy_low90": torch.tensor([1.3, -2.4]),
               "energy_high90": torch.tensor([1.7, -1.6]),
               "forces_std": torch.tensor([0.01, 0.02, 0.03, 0.04, 0.05]),
-              "energy_probs": torch.ones(2, 4) / 4}  # (B, K): not a calculator result
+              "energy_probs": torch.tensor([[0.5, 0.5, 0, 0], [0, 0, 0.25, 0.75]]),
+              "energy_bin_centers": torch.tensor([[1.0, 2, 3, 4], [-5, -4, -3, -2]]),
+              "energy_entropy": torch.tensor([0.7, 0.8])}  # not a calculator result
     if with_epistemic:
         extras.update(energy_uncertainty=torch.tensor([0.3, 0.4]),
                       ood_score=torch.tensor([2.0, 5.0]),
@@ -37,7 +39,9 @@ def test_results_split_per_structure_with_histogram_std_as_fallback():
     assert (second["energy_low90"], second["energy_high90"]) == pytest.approx((-2.4, -1.6))
     np.testing.assert_allclose(second["forces_uncertainty"], [0.03, 0.04, 0.05])
     assert "ood_score" not in first and "atom_ood_score" not in first
-    assert "energy_probs" not in first
+    np.testing.assert_array_equal(second["energy_probs"], [0, 0, 0.25, 0.75])
+    np.testing.assert_array_equal(second["energy_bin_centers"], [-5, -4, -3, -2])
+    assert "energy_entropy" not in first
 
 
 def test_designated_uncertainty_and_ood_scores_are_picked_up_when_present():
