@@ -141,8 +141,8 @@ def prepare_slab(slab: Atoms, surface_depth: float = 2.0, fixed_fraction: float 
                  ) -> Atoms:
     """A slab as fairchem-data-oc wants it: pbc, tags (1 surface, 0 below), bottom fixed.
 
-    Tags already present (any 1) are kept; otherwise atoms within ``surface_depth`` A of
-    the top are tagged surface. Without constraints, atoms in the lower
+    OC20 tags already present (0 and 1) are kept; otherwise atoms within
+    ``surface_depth`` A of the top are tagged surface. Without constraints, atoms in the lower
     ``fixed_fraction`` of the slab's height are fixed, as OC20 fixes sub-surface layers.
     """
     slab = slab.copy()
@@ -152,9 +152,8 @@ def prepare_slab(slab: Atoms, surface_depth: float = 2.0, fixed_fraction: float 
         raise ValueError("the slab has no cell; screening needs a periodic slab with vacuum")
     slab.pbc = True
     z = slab.positions[:, 2]
-    if (slab.get_tags() == 2).any():
-        raise ValueError("the slab has atoms tagged 2 (adsorbate); give a clean slab")
-    if not (slab.get_tags() == 1).any():
+    tags = set(slab.get_tags().tolist())
+    if not tags <= {0, 1} or 1 not in tags:  # no OC20 tags (ase.build tags layers 1..n)
         slab.set_tags(np.where(z > z.max() - surface_depth, 1, 0))
     if not slab.constraints:
         slab.set_constraint(FixAtoms(

@@ -109,6 +109,18 @@ def cmd_screen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_active_learn(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.active import run_active
+
+    log = run_active(args.train, args.pool, args.heldout, args.bins, args.out,
+                     rounds=args.rounds, per_round=args.per_round, strategy=args.strategy,
+                     ensemble=args.ensemble, config=args.config, epochs=args.epochs,
+                     finetune_epochs=args.finetune_epochs, overrides=args.overrides,
+                     seed=args.seed, checkpoint=args.checkpoint, say=_say)
+    _say(f"wrote {Path(args.out) / 'active_learning.csv'} ({len(log)} rounds)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.demo import run_demo
 
@@ -236,6 +248,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_screen)
 
+    s = sub.add_parser("active-learn", help="label the most uncertain structures, fine-tune, "
+                                            "repeat (EMT as the reference)",
+                       description="Active learning with fairchem 2.x configs: train (or start "
+                                   "from --checkpoint), score a pool, label the most uncertain "
+                                   "structures with EMT, fine-tune through fairchem, repeat; "
+                                   "logs held-out error and Spearman(uncertainty, error) per "
+                                   "round to OUT/active_learning.csv. Extra arguments are "
+                                   "Hydra overrides for the first training.")
+    s.add_argument("--train", required=True, help="starting labelled set (data folder/file)")
+    s.add_argument("--pool", required=True, help="unlabelled candidates (labels are ignored)")
+    s.add_argument("--heldout", required=True, help="labelled held-out set")
+    s.add_argument("--bins", required=True, help="bins YAML (fit-bins on --train)")
+    s.add_argument("--checkpoint", help="start from this categorical checkpoint (no round-0 "
+                                        "training)")
+    s.add_argument("--config", help="first-training config (default: the conserving eSEN)")
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--per-round", type=int, default=4)
+    s.add_argument("--strategy", choices=("uncertainty", "random"), default="uncertainty")
+    s.add_argument("--ensemble", type=int, default=0,
+                   help="use an ensemble of N scalar models and their disagreement instead")
+    s.add_argument("--epochs", type=int, default=20)
+    s.add_argument("--finetune-epochs", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(func=cmd_active_learn)
+
     s = sub.add_parser("demo", help="the main job on the embedded data",
                        description="Make data, fit bins, train categorical and scalar eSEN, "
                                    "predict, print the comparison table, plot distributions.")
@@ -250,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
-        if args.command != "train":
+        if args.command not in ("train", "active-learn"):
             build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides = [*args.overrides, *unknown]
     try:

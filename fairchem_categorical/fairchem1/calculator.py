@@ -15,6 +15,7 @@ per-structure scalars are copied into ``atoms.info``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ase import Atoms
@@ -68,3 +69,12 @@ class CategoricalCalculator(OCPCalculator):
         self.results = self.calculate_batch([atoms])[0]
         self.implemented_properties = implemented(self.base_properties, self.results)
         copy_to_info(self.results, atoms.info, self.atoms.info)
+
+
+def load_calculator(checkpoint: str | Path, device: str = "cpu", seed: int = 0
+                    ) -> CategoricalCalculator:
+    """The calculator for a checkpoint (both adapters offer this function)."""
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    return CategoricalCalculator(checkpoint_path=str(checkpoint), cpu=device == "cpu",
+                                 seed=seed)

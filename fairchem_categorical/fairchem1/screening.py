@@ -20,7 +20,7 @@ from fairchem.data.oc.databases.pkls import ADSORBATE_PKL_PATH
 from fairchem.data.oc.utils import DetectTrajAnomaly
 from fairchem.data.oc.utils.vasp import write_vasp_input_files
 
-from fairchem_categorical.fairchem1.calculator import CategoricalCalculator
+from fairchem_categorical.fairchem1.calculator import load_calculator
 from fairchem_categorical.screening import AdsorbateSpec, ScreeningTools
 
 MODES = ("heuristic", "random", "random_site_heuristic_placement")
@@ -65,8 +65,7 @@ def tools(checkpoint: str | Path, device: str = "cpu", task_name: str | None = N
           seed: int = 0) -> ScreeningTools:
     """The calculator and fairchem-data-oc's placement and anomaly check, for ``screen``."""
     del task_name  # 1.10 models have one task
-    calc = CategoricalCalculator(checkpoint_path=str(checkpoint), cpu=device == "cpu",
-                                 seed=seed)
+    calc = load_calculator(checkpoint, device=device, seed=seed)
     return ScreeningTools(calculator=calc, place=place, anomalies=detect_anomaly)
 
 

@@ -130,3 +130,9 @@ class CategoricalCalculator(FAIRChemCalculator):
         self.results = self.calculate_batch([atoms])[0]
         self.implemented_properties = implemented(self.base_properties, self.results)
         copy_to_info(self.results, atoms.info, self.atoms.info)
+
+
+def load_calculator(checkpoint: str | Path, device: str = "cpu", seed: int = 41
+                    ) -> CategoricalCalculator:
+    """The calculator for a checkpoint (both adapters offer this function)."""
+    return CategoricalCalculator.from_model_checkpoint(checkpoint, device=device, seed=seed)

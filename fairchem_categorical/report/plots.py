@@ -249,3 +249,18 @@ def plot_screening(rows: list[Mapping[str, object]], out_png: str | Path) -> Pat
     axes[0][0].set_ylabel("adsorption energy (eV), 90% interval")
     fig.suptitle("red: send to DFT; numbers: P(lowest)", fontsize=9)
     return _save(fig, out_png)
+
+
+def plot_active_learning(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                         out_png: str | Path, ylabel: str = "held-out energy MAE (meV/atom)"
+                         ) -> Path:
+    """Held-out error against reference calls, one line per selection strategy."""
+    fig, axes = _figure(5.0, 3.6)
+    ax = axes[0][0]
+    for i, (name, (calls, err)) in enumerate(curves.items()):
+        ax.plot(calls, err, "o-", color=f"C{i}", label=name)
+    ax.set_xlabel("reference (EMT) calls beyond the starting set")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    return _save(fig, out_png)

@@ -1,0 +1,160 @@
+"""Active learning: categorical uncertainty vs random vs a 5-model ensemble's disagreement.
+
+    .venv/bin/python benchmarks/active_learning.py --out benchmarks/results [--rounds 3]
+
+Data (embedded EMT generator): a starting set of 3 systems x 4 frames, a pool of 12 other
+systems x 6 frames (labels hidden), a held-out set of 10 further systems x 4 frames. Each
+strategy labels ``--per-round`` pool structures per round with EMT and fine-tunes through
+fairchem (tiny eSEN, CPU-sized). The categorical strategies share the round-0 model. Writes
+``active_learning.md`` (per-round table + reference calls saved at equal held-out error)
+and ``active_learning.png`` (held-out MAE vs reference calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fairchem_categorical.active import calls_to_reach, run_active_learning  # noqa: E402
+from fairchem_categorical.app import jobs  # noqa: E402
+from fairchem_categorical.app.active import (  # noqa: E402
+    CategoricalLearner,
+    EnsembleLearner,
+    scalar_member,
+)
+from fairchem_categorical.bins import fit_bins_files, write_bins  # noqa: E402
+from fairchem_categorical.data import generate_frames  # noqa: E402
+from fairchem_categorical.report.plots import plot_active_learning  # noqa: E402
+from fairchem_categorical.report.tables import rows_table  # noqa: E402
+
+CONFIGS = REPO / "configs" / "fairchem2"
+TINY = ["backbone.sphere_channels=16", "backbone.hidden_channels=16",
+        "backbone.edge_channels=16", "backbone.lmax=1", "backbone.mmax=1",
+        "backbone.num_distance_basis=32", "batch_size=4", "lr=3e-3"]
+
+
+def frames(first: int, n: int, per: int) -> list:
+    all_frames = generate_frames(n_systems=first + n, frames_per_system=per, seed=0)
+    return [f for f in all_frames if f.info["sid"] >= first]
+
+
+def main() -> None:
+    from ase.calculators.emt import EMT
+    from ase.io import write
+
+    from fairchem_categorical.data import convert
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--per-round", type=int, default=8)
+    p.add_argument("--members", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--finetune-epochs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    work = args.out / "active_learning_work"
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    train, pool, heldout = frames(0, 3, 4), frames(3, 12, 6), frames(1000, 10, 4)
+    for atoms in pool:
+        atoms.calc = None
+    write(work / "heldout.extxyz", heldout)
+    convert([work / "heldout.extxyz"], work / "heldout", overwrite=True)
+    write(work / "train.extxyz", train)
+    bins = fit_bins_files([work / "train.extxyz"], num_bins=64)
+    bins_path = write_bins(bins, work / "bins.yaml", [work / "train.extxyz"])
+    heldout_dir = str(work / "heldout")
+    say = print
+
+    def categorical(name: str, ckpt: Path | None) -> CategoricalLearner:
+        return CategoricalLearner(CONFIGS / "esen_categorical_conserving.yaml", bins_path,
+                                  heldout_dir, work / name, args.epochs, args.finetune_epochs,
+                                  TINY, seed=args.seed, checkpoint=ckpt)
+
+    t0 = time.time()
+    round0 = jobs.train(CONFIGS / "esen_categorical_conserving.yaml",
+                        str(_dataset(train, work / "round0")), heldout_dir, bins_path,
+                        args.epochs, args.seed, work / "round0_runs", TINY)
+    round0_seconds = time.time() - t0
+    runs, seconds = {}, {}
+    for name in ("uncertainty", "random"):
+        say(f"== {name}")
+        learner = categorical(name, round0)
+        runs[name], _ = run_active_learning(
+            learner, train, pool, heldout, EMT(), args.rounds, args.per_round, name,
+            seed=args.seed, say=say, fitted=True)
+        seconds[name] = round0_seconds + learner.train_seconds
+    say(f"== ensemble of {args.members}")
+    ens = EnsembleLearner([scalar_member(CONFIGS / "esen_scalar_conserving.yaml", bins_path,
+                                         heldout_dir, work / "ensemble", args.epochs,
+                                         args.finetune_epochs, s, TINY)
+                           for s in range(args.members)])
+    ens_name = f"ensemble of {args.members} (disagreement)"
+    runs[ens_name], _ = run_active_learning(ens, train, pool, heldout, EMT(), args.rounds,
+                                            args.per_round, "uncertainty", seed=args.seed,
+                                            say=say)
+    seconds[ens_name] = ens.train_seconds
+    report(runs, seconds, args, time.time() - start)
+
+
+def _dataset(frames_, folder: Path) -> Path:
+    from ase.io import write
+
+    from fairchem_categorical.data import convert
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write(folder / "frames.extxyz", frames_)
+    convert([folder / "frames.extxyz"], folder / "data", overwrite=True)
+    return folder / "data"
+
+
+def report(runs: dict, seconds: dict, args: argparse.Namespace, total: float) -> None:
+    names = {"uncertainty": "categorical uncertainty", "random": "random"}
+    rows = []
+    for key, log in runs.items():
+        for e in log:
+            rows.append([names.get(key, key), e.round, e.reference_calls, e.train_size,
+                         f"{e.heldout_energy_mae_per_atom * 1000:.2f}",
+                         f"{e.heldout_forces_mae:.4f}", f"{e.spearman_uncertainty_error:.3f}"])
+    table = rows_table(["strategy", "round", "reference calls", "training structures",
+                        "held-out energy MAE (meV/atom)", "held-out force MAE (eV/A)",
+                        "Spearman(uncertainty, error)"], rows)
+    final = {k: log[-1].heldout_energy_mae_per_atom for k, log in runs.items()}
+    budget = runs["uncertainty"][-1].reference_calls
+    saved = []
+    for other in runs:
+        if other == "uncertainty":
+            continue
+        need = calls_to_reach(runs["uncertainty"], final[other])
+        saved.append([names.get(other, other), f"{final[other] * 1000:.2f}", budget,
+                      "n/a" if np.isnan(need) else f"{need:.1f}",
+                      "n/a" if np.isnan(need) else f"{budget - need:.1f}"])
+    saved_table = rows_table(
+        ["compared with", "its held-out MAE at the budget (meV/atom)", "its reference calls",
+         "categorical uncertainty needs", "reference calls saved"], saved)
+    text = (f"{table}\n\nReference calls saved at equal held-out error (linear interpolation "
+            f"between rounds):\n\n{saved_table}\n\nTraining time (s, 2 busy CPU cores): "
+            + ", ".join(f"{names.get(k, k)} {v:.0f}" for k, v in seconds.items())
+            + f"; whole benchmark {total:.0f} s. One seed ({args.seed}).\n")
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "active_learning.md").write_text(text)
+    (args.out / "active_learning.json").write_text(json.dumps(
+        {k: [e.row() for e in log] for k, log in runs.items()}, indent=1))
+    plot_active_learning({names.get(k, k): (np.array([e.reference_calls for e in log]),
+                                            np.array([e.heldout_energy_mae_per_atom * 1000
+                                                      for e in log]))
+                          for k, log in runs.items()}, args.out / "active_learning.png")
+
+
+if __name__ == "__main__":
+    main()
