@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--finetune-epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    work = args.out / "active_learning_work"
+    work = REPO / "benchmarks" / "out" / "active_learning_work"  # git-ignored
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     train, pool, heldout = frames(0, 3, 4), frames(3, 12, 6), frames(1000, 10, 4)

@@ -71,7 +71,8 @@ def decoded(readout: ForceMagnitudeReadout, y: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--out", type=Path, default=None, help="also write small_forces.md here")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results",
+                   help="folder for small_forces.md")
     args = p.parse_args()
     torch.set_num_threads(1)
     probes = torch.tensor(PROBES)

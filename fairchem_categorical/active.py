@@ -79,8 +79,8 @@ def heldout_scores(preds: Sequence[dict[str, Any]], frames: Sequence[Atoms]
             free = a.get_tags() != 0 if (a.get_tags() != 0).any() else slice(None)
             fmae.append(np.abs(p["forces"][free] - a.calc.results["forces"][free]).mean())
     u = np.array([p.get("energy_uncertainty", math.nan) for p in preds], float) / n
-    rho = float(spearmanr(u, err).statistic) if np.isfinite(u).all() and len(u) > 2 \
-        else math.nan
+    ranks = np.isfinite(u).all() and len(u) > 2 and np.ptp(u) > 0 and np.ptp(err) > 0
+    rho = float(spearmanr(u, err).statistic) if ranks else math.nan
     return float(err.mean()), float(np.mean(fmae)) if fmae else math.nan, rho
 
 

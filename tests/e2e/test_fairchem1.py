@@ -186,3 +186,25 @@ def test_finetune_categorical_heads_on_scalar_checkpoint(eqv2_scalar, pyg_data, 
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
     cols = _predict(ckpt, pyg_data["test"], tmp_path / "preds.csv")
     assert np.isfinite(cols["energy"]).all() and (cols["energy_std"] > 0).all()
+
+
+def test_calculator_on_scalar_and_categorical_checkpoints(eqv2_scalar, eqv2_categorical,
+                                                          pyg_data) -> None:
+    """OCPCalculator's path: a scalar checkpoint gives energy/forces only, a categorical one
+    the uncertainties too; both equal predict on the same structure."""
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem1.calculator import CategoricalCalculator
+    from fairchem_categorical.fairchem1.predict import predict_atoms
+
+    frame = read_frames([pyg_data["train"]])[0]
+    for ckpt, categorical in ((eqv2_scalar, False), (eqv2_categorical, True)):
+        calc = CategoricalCalculator(checkpoint_path=str(ckpt), cpu=True, seed=1)
+        atoms = frame.copy()
+        atoms.calc = calc
+        (want,) = predict_atoms(ckpt, [frame], seed=1)
+        assert atoms.get_potential_energy() == pytest.approx(want.energy, rel=1e-12)
+        np.testing.assert_allclose(calc.results["forces"], want.forces, rtol=1e-6, atol=1e-7)
+        assert ("energy_uncertainty" in calc.results) is categorical
+        if categorical:
+            assert calc.results["energy_uncertainty"] == pytest.approx(want.energy_std)
+            assert calc.results["forces_uncertainty"].shape == (len(atoms),)

@@ -219,3 +219,21 @@ def test_uma_moe_config_trains_and_predicts(small_dataset, small_bins, tmp_path)
     preds = predict_atoms(ckpt, read_frames([small_dataset["test"]]))
     assert all(np.isfinite(p.energy) and p.energy_std > 0 for p in preds)
     assert all(np.isfinite(p.forces).all() for p in preds)
+
+
+def test_calculator_on_a_scalar_checkpoint_gives_energy_and_forces_only(scalar_ckpt,
+                                                                       small_dataset):
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem2.calculator import CategoricalCalculator
+    from fairchem_categorical.fairchem2.predict import predict_atoms
+
+    frame = read_frames([small_dataset["test"]])[0]
+    calc = CategoricalCalculator.from_model_checkpoint(scalar_ckpt, device="cpu", seed=2)
+    atoms = frame.copy()
+    atoms.calc = calc
+    (want,) = predict_atoms(scalar_ckpt, [frame], seed=2)
+    assert atoms.get_potential_energy() == want.energy
+    np.testing.assert_array_equal(calc.results["forces"], want.forces)
+    assert set(calc.results) <= {"energy", "free_energy", "forces", "stress"}
+    assert "energy_uncertainty" not in calc.implemented_properties
+    assert "energy_uncertainty" not in atoms.info

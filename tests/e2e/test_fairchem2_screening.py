@@ -68,6 +68,7 @@ def _dataset(frames: list, folder: Path) -> tuple[Path, Path]:
     from fairchem_categorical.bins import fit_bins_files, write_bins
     from fairchem_categorical.data import convert
 
+    folder.mkdir(parents=True, exist_ok=True)
     write(folder / "frames.extxyz", frames)
     convert([folder / "frames.extxyz"], folder / "train", overwrite=True)
     convert([folder / "frames.extxyz"], folder / "val", overwrite=True)
@@ -249,3 +250,33 @@ def test_active_learning_round_adds_the_selected_and_their_error_falls(screening
                          zip(learner.predict(picked), chosen, strict=True)])
     assert err_after < err_before
     assert log[1].reference_calls == 3 and log[1].train_size == len(train) + 3
+
+
+def test_uma_layout_checkpoint_finetuned_categorical_screens(screening_model, tmp_path):
+    """A scalar UMA-layout checkpoint (escn_moe, dataset task oc20) made locally, fine-tuned
+    with categorical heads through fairchem's fine-tuning path, used by the calculator and
+    by screen."""
+    import torch
+
+    from fairchem_categorical.app.jobs import train as train_job
+    from fairchem_categorical.app.screen import run_screen
+    from fairchem_categorical.fairchem2.calculator import CategoricalCalculator
+
+    folder = Path(screening_model).parents[4]
+    train, bins = folder / "train", folder / "bins.yaml"
+    uma = _train("uma_scalar_conserving.yaml", train, bins, tmp_path / "uma", 6)
+    tuned = train_job(CONFIGS / "esen_categorical_finetune.yaml", str(train), str(train), bins,
+                      6, 0, tmp_path / "ft", ["batch_size=4", "lr=3e-3",
+                                              f"starting_checkpoint={uma}"])
+    config = torch.load(tuned, map_location="cpu", weights_only=False).model_config
+    assert config["backbone"]["model"].endswith("eSCNMDMoeBackbone")
+    assert config["heads"]["energy"]["module"].endswith("CategoricalEnergyHead")
+    calc = CategoricalCalculator.from_model_checkpoint(tuned, device="cpu")
+    atoms = _small_slab(SLABS[0])
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    assert calc.results["energy_uncertainty"] > 0
+    results = run_screen(tuned, [SLABS[0]], ["*O"], tmp_path / "screen", num_placements=2,
+                         fmax=0.1, steps=30)
+    p = [c.p_lowest for c in results[0].configurations if not c.anomalies]
+    assert p and sum(p) == pytest.approx(1.0)
