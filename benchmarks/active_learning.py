@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/active_learning.py --out benchmarks/results [--rounds 3]
 
 Data (embedded EMT generator): a starting set of 3 systems x 4 frames, a pool of 12 other
-systems x 6 frames (labels hidden), a held-out set of 10 further systems x 4 frames. Each
-strategy labels ``--per-round`` pool structures per round with EMT and fine-tunes through
-fairchem (tiny eSEN, CPU-sized). The categorical strategies share the round-0 model. Writes
-``active_learning.md`` (per-round table + reference calls saved at equal held-out error)
-and ``active_learning.png`` (held-out MAE vs reference calls).
+systems x 6 frames (labels hidden), a held-out set of 10 systems x 4 frames from another
+random stream. Each strategy labels ``--per-round`` pool structures per round with EMT
+and fine-tunes through fairchem (tiny eSEN, CPU-sized). The categorical strategies share
+the round-0 model. Writes ``active_learning.md`` (per-round table + reference calls saved
+at equal held-out error) and ``active_learning.png`` (held-out MAE vs reference calls).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ TINY = ["backbone.sphere_channels=16", "backbone.hidden_channels=16",
         "backbone.num_distance_basis=32", "batch_size=4", "lr=3e-3"]
 
 
-def frames(first: int, n: int, per: int) -> list:
-    all_frames = generate_frames(n_systems=first + n, frames_per_system=per, seed=0)
+def frames(first: int, n: int, per: int, seed: int = 0) -> list:
+    """Systems first..first+n-1 of the embedded generator's stream ``seed``."""
+    all_frames = generate_frames(n_systems=first + n, frames_per_system=per, seed=seed)
     return [f for f in all_frames if f.info["sid"] >= first]
 
 
@@ -64,7 +65,7 @@ def main() -> None:
     work = REPO / "benchmarks" / "out" / "active_learning_work"  # git-ignored
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    train, pool, heldout = frames(0, 3, 4), frames(3, 12, 6), frames(1000, 10, 4)
+    train, pool, heldout = frames(0, 3, 4), frames(3, 12, 6), frames(0, 10, 4, seed=1000)
     for atoms in pool:
         atoms.calc = None
     write(work / "heldout.extxyz", heldout)
