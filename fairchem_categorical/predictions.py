@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,11 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from fairchem_categorical.targets import EnergyTransform, element_symbols
+
 CSV_COLUMNS = (
     "index", "sid", "natoms", "energy", "energy_std", "energy_entropy", "energy_edge_mass",
     "energy_low90", "energy_high90", "energy_target", "forces_mae",
     "forces_uncertainty_mean",
 )
+# elements of the structure the model's bins were never fitted on ("Au Pd"; empty: none,
+# or a model that does not record them): ``flag_unseen_elements``
+CSV_COLUMNS = (*CSV_COLUMNS, "unseen_elements")
+#: columns that hold text, not numbers
+TEXT_COLUMNS = ("sid", "unseen_elements")
 
 
 @dataclass
@@ -46,6 +54,7 @@ class StructurePrediction:
     # the predicted energy histogram: bin centers in eV of total energy, probabilities
     energy_bin_centers: np.ndarray | None = None
     energy_probs: np.ndarray | None = None
+    unseen_elements: str = ""
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -149,6 +158,37 @@ def predict_frames(
     return predict_in_chunks(frames, batch_size, chunk_predictions, progress)
 
 
+def flag_unseen_elements(preds: Sequence[StructurePrediction], frames: Sequence,
+                         transform: EnergyTransform | None,
+                         say: Callable[[str], None] | None = None) -> list[int]:
+    """Mark the predictions of structures holding elements the model's bins never saw.
+
+    Sets ``unseen_elements`` (``"Au Pd"``) and says which structures (file order) hold
+    them; returns their indices. ``transform`` is the energy head's ``EnergyTransform``
+    (None for a scalar model: nothing is known, nothing is marked).
+    """
+    if transform is None:
+        return []
+    flagged, by_element = [], {}
+    for pred, atoms in zip(preds, frames, strict=True):
+        unseen = transform.unseen_elements(atoms.get_atomic_numbers())
+        if unseen:
+            pred.unseen_elements = element_symbols(unseen)
+            flagged.append(pred.index)
+            for z in unseen:
+                by_element.setdefault(z, []).append(pred.index)
+    if flagged:
+        detail = "; ".join(
+            f"{element_symbols([z])} in {len(idx)} ({', '.join(map(str, idx[:10]))}"
+            f"{', ...' if len(idx) > 10 else ''})" for z, idx in sorted(by_element.items()))
+        msg = (f"warning: {len(flagged)} of {len(preds)} structures hold elements the model "
+               f"never saw in training ({detail}; indices in input order): their energies "
+               "are unreliable (element reference 0 eV); the CSV marks them in "
+               "'unseen_elements'")
+        (say or logging.warning)(msg)
+    return flagged
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: str) -> Iterator[None]:
     """A fixed seed on a forked RNG (the caller's stream untouched).
@@ -171,7 +211,8 @@ def as_columns(preds: Sequence[StructurePrediction]
     if not preds:
         raise ValueError("no predictions (empty dataset?)")
     rows = [p.row() for p in preds]
-    columns = {name: np.array([r[name] for r in rows], dtype=str if name == "sid" else float)
+    columns = {name: np.array([r[name] for r in rows],
+                              dtype=str if name in TEXT_COLUMNS else float)
                for name in CSV_COLUMNS}
     arrays: dict[str, np.ndarray] = {
         "natoms": np.array([p.natoms for p in preds]),
@@ -213,7 +254,7 @@ def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for key in rows[0]:
         values = [r[key] for r in rows]
-        out[key] = np.array(values) if key == "sid" else np.array(
+        out[key] = np.array(values) if key in TEXT_COLUMNS else np.array(
             [float(v) if v != "" else math.nan for v in values])
     return out
 

@@ -29,12 +29,36 @@ def format_suffix(fmt: str) -> str:
     return FORMATS[fmt]
 
 
+def check_structure(atoms: Atoms, where: str) -> None:
+    """A structure a model can take: atoms, finite positions, known elements, a cell along
+    every periodic direction; otherwise a ValueError naming ``where``."""
+    if len(atoms) == 0:
+        raise ValueError(f"{where}: no atoms")
+    numbers = atoms.get_atomic_numbers()
+    if (numbers < 1).any() or (numbers > 118).any():
+        raise ValueError(f"{where}: atomic numbers must lie in 1..118, found "
+                         f"{sorted({int(z) for z in numbers if not 1 <= z <= 118})}")
+    if not np.isfinite(atoms.get_positions()).all():
+        raise ValueError(f"{where}: non-finite positions")
+    cell = np.asarray(atoms.get_cell())
+    if not np.isfinite(cell).all():
+        raise ValueError(f"{where}: non-finite cell")
+    missing = [axis for axis, periodic, vector in zip("abc", atoms.pbc, cell, strict=True)
+               if periodic and not np.linalg.norm(vector) > 1e-8]
+    if missing:
+        raise ValueError(f"{where}: periodic along {', '.join(missing)} but no cell vector "
+                         "there (a file without a lattice, or pbc set without a cell)")
+    if atoms.pbc.all() and abs(np.linalg.det(cell)) < 1e-8:
+        raise ValueError(f"{where}: periodic but the cell has zero volume")
+
+
 def labels(atoms: Atoms, where: str) -> tuple[float, np.ndarray]:
     """(energy, unconstrained forces) of a frame, or a ValueError naming ``where``.
 
     Reads calculator results directly, so nothing is (re)computed and constraints do not
-    zero the stored forces.
+    zero the stored forces. The structure itself is checked too (``check_structure``).
     """
+    check_structure(atoms, where)
     energy = label_energy(atoms, where, required=True)
     forces = label_forces(atoms, where, required=True)
     return energy, forces

@@ -20,7 +20,10 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from fairchem_categorical.data.common import (
     FORMATS,
     check_one_dataset,
+    check_structure,
     format_suffix,
+    label_energy,
+    label_forces,
     labels,
 )
 
@@ -101,8 +104,8 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
     index in it, e.g. ``"data/x.xyz[3]: no forces"``. Nothing is skipped.
 
     A folder reads every ``.aselmdb`` (or every ``.lmdb``) in it. With
-    ``require_labels=False`` (prediction), structures without any calculator results pass
-    through unlabelled.
+    ``require_labels=False`` (prediction) labels are optional: a structure may carry none,
+    an energy only, or energy and forces; whatever it carries is checked as above.
 
     Returned frames carry a fresh SinglePointCalculator with energy, unconstrained forces
     (and stress if present).
@@ -115,11 +118,19 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
     for p in [f for path in paths for f in expand(Path(path))]:
         label = str(p)
         for i, atoms in enumerate(_read_one(Path(p), label)):
+            where = f"{label}[{i}]"
+            check_structure(atoms, where)
             if not require_labels and (atoms.calc is None or not atoms.calc.results):
+                atoms.calc = None
                 frames.append(atoms)
                 continue
-            energy, forces = labels(atoms, f"{label}[{i}]")
-            results: dict[str, Any] = {"energy": energy, "forces": forces}
+            if require_labels:
+                energy, forces = labels(atoms, where)
+            else:
+                energy = label_energy(atoms, where, required=False)
+                forces = label_forces(atoms, where, required=False)
+            results: dict[str, Any] = {k: v for k, v in (("energy", energy),
+                                                        ("forces", forces)) if v is not None}
             stress = atoms.calc.results.get("stress")
             if stress is not None:
                 results["stress"] = np.asarray(stress)

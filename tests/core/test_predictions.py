@@ -11,6 +11,7 @@ import torch
 from fairchem_categorical.ensemble import combine
 from fairchem_categorical.predictions import (
     StructurePrediction,
+    TEXT_COLUMNS,
     as_columns,
     load_predictions,
     predict_in_chunks,
@@ -98,7 +99,8 @@ def test_files_round_trip_to_the_same_columns_and_arrays(tmp_path) -> None:
     back_cols, back_arrays = load_predictions(csv_path)
     assert list(back_cols["sid"]) == ["s0", "s1"]
     for key, value in cols.items():
-        if key == "sid":
+        if key in TEXT_COLUMNS:
+            assert list(back_cols[key]) == list(value), key
             continue
         np.testing.assert_allclose(back_cols[key], value, equal_nan=True, err_msg=key)
     assert set(back_arrays) == set(arrays) == {

@@ -127,7 +127,14 @@ def test_fit_element_references_recovers_known_energies() -> None:
 # -- fit_bins -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("level", ["per_atom", "total"])
+def test_fit_bins_refuses_the_total_level() -> None:
+    """The heads take per-atom bins only (a total-energy histogram is not extensive), so
+    fit-bins refuses to write a file they would refuse."""
+    with pytest.raises(ValueError, match="fit-bins does not support energy level 'total'"):
+        fit_bins(iter(synthetic_structures()), level="total")
+
+
+@pytest.mark.parametrize("level", ["per_atom"])
 def test_fit_bins_on_synthetic_data(level: str) -> None:
     data = synthetic_structures()
     margin = 0.25
