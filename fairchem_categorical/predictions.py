@@ -12,6 +12,8 @@ import contextlib
 import csv
 import logging
 import math
+import os
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,33 +231,65 @@ def as_columns(preds: Sequence[StructurePrediction]
 
 def write_predictions(preds: Sequence[StructurePrediction], out_csv: str | Path
                       ) -> tuple[Path, Path]:
-    """Write the CSV and the NPZ beside it; returns both paths."""
+    """Write the CSV and the NPZ beside it; returns both paths.
+
+    Both are written under temporary names and moved into place when complete: a failure
+    leaves no half-written file, and files already there stay as they were.
+    """
     if not preds:
         raise ValueError("no predictions to write (empty dataset?)")
     _, arrays = as_columns(preds)
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with out_csv.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for p in preds:
-            writer.writerow({k: _fmt(v) for k, v in p.row().items()})
     out_npz = out_csv.with_suffix(".npz")
-    np.savez(out_npz, **arrays)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp_csv, tmp_npz = (p.with_name(f".{p.name}.partial-{os.getpid()}")
+                        for p in (out_csv, out_npz))
+    try:
+        with tmp_csv.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for p in preds:
+                writer.writerow({k: _fmt(v) for k, v in p.row().items()})
+        with tmp_npz.open("wb") as fh:  # a handle: np.savez would append .npz to the name
+            np.savez(fh, **arrays)
+        os.replace(tmp_csv, out_csv)
+        os.replace(tmp_npz, out_npz)
+    finally:
+        tmp_csv.unlink(missing_ok=True)
+        tmp_npz.unlink(missing_ok=True)
     return out_csv, out_npz
 
 
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """The CSV as columns of floats (sid as strings)."""
-    with Path(path).open() as fh:
-        rows = list(csv.DictReader(fh))
+    """The CSV as columns of floats (text columns as strings); errors name file and line."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a predictions CSV ({err})") from err
     if not rows:
         raise ValueError(f"{path} holds no predictions")
     out: dict[str, np.ndarray] = {}
-    for key in rows[0]:
+    for i, row in enumerate(rows):
+        if None in row or any(v is None for v in row.values()):
+            raise ValueError(f"{path}, line {i + 2}: the row's fields do not match the "
+                             f"header's {len(header)} columns")
+    for key in header:
         values = [r[key] for r in rows]
-        out[key] = np.array(values) if key in TEXT_COLUMNS else np.array(
-            [float(v) if v != "" else math.nan for v in values])
+        if key in TEXT_COLUMNS:
+            out[key] = np.array(values)
+            continue
+        numbers = []
+        for i, v in enumerate(values):
+            try:
+                numbers.append(float(v) if v.strip() != "" else math.nan)
+            except ValueError:
+                raise ValueError(f"{path}, line {i + 2}, column {key!r}: not a number "
+                                 f"({v[:40]!r})") from None
+        out[key] = np.array(numbers)
     return out
 
 
@@ -268,7 +302,13 @@ def load_predictions(csv_path: str | Path, npz_path: str | Path | None = None
     npz = Path(npz_path) if npz_path else csv_path.with_suffix(".npz")
     if npz_path and not npz.is_file():
         raise FileNotFoundError(f"prediction arrays not found: {npz}")
-    arrays = dict(np.load(npz)) if npz.is_file() else {}
+    arrays: dict[str, np.ndarray] = {}
+    if npz.is_file():
+        try:
+            with np.load(npz) as data:
+                arrays = dict(data)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{npz}: not a readable NPZ ({err})") from err
     return read_predictions(csv_path), arrays
 
 

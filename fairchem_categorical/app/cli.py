@@ -94,8 +94,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     elif args.predictions:
         stray = [f for f, v in (("--data", args.data), ("--ood-data", args.ood_data)) if v]
         if stray:
-            raise ValueError(f"{' and '.join(stray)} need --checkpoint (to predict them); with "
-                             "--predictions, give --ood-predictions CSV")
+            raise ValueError(f"{' and '.join(stray)} need{'s' if len(stray) == 1 else ''} "
+                             "--checkpoint (to predict them); with --predictions, give "
+                             "--ood-predictions CSV")
         output_folder(args.out)
         metrics = evaluate_files(args.predictions, args.out, npz=args.npz,
                                  ood_predictions=args.ood_predictions, say=_say)

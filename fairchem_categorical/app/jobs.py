@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fairchem_categorical.app import checks, lines
+from fairchem_categorical.bins import read_bins
 from fairchem_categorical.predictions import StructurePrediction, as_columns, write_predictions
 
 Say = Callable[[str], None]
@@ -39,6 +40,8 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
         raise FileNotFoundError(f"config not found: {config}")
     major = lines.config_line(config)
     line = lines.require(major, f"{config.name} (a {lines.LINES[major].label} config)")
+    if bins is not None:
+        read_bins(bins)  # a clear error before fairchem starts or a run folder is made
     run_dir = Path(run_dir or f"runs/fairchem{major}").resolve()
     train_data = _check_data(train_data, "--train-data") if train_data else None
     val_data = _check_data(val_data, "--val-data") if val_data else None

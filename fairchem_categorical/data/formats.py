@@ -64,8 +64,12 @@ def _read_one(path: Path, label: str) -> list[Atoms]:
             images = read_ase_db(path)
         else:
             images = ase.io.read(path, index=":")
-    except ImportError:  # a missing optional package: its own message says what to install
-        raise
+    except ImportError as exc:  # a missing optional package: say which file needs it
+        raise ImportError(f"{label}: {exc}") from exc
+    except ValueError as exc:
+        if str(exc).startswith(label):  # already names the file (and the entry)
+            raise
+        raise ValueError(f"{label}: could not read structures ({exc})") from exc
     except Exception as exc:  # any parser failure becomes an error naming the file
         raise ValueError(
             f"{label}: could not read structures ({type(exc).__name__}: {exc})"

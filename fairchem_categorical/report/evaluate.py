@@ -93,7 +93,9 @@ def format_metrics(metrics: dict[str, float]) -> str:
     width = max(len(k) for k in metrics)
     lines = []
     for key, value in metrics.items():
+        counted = key == "n" or key.startswith("n_")
         text = "n/a" if isinstance(value, float) and math.isnan(value) else (
+            f"{int(value)}" if counted else
             f"{value:.4f}" if isinstance(value, float) else str(value))
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)

@@ -10,8 +10,8 @@ import torch
 
 from fairchem_categorical.ensemble import combine
 from fairchem_categorical.predictions import (
-    StructurePrediction,
     TEXT_COLUMNS,
+    StructurePrediction,
     as_columns,
     load_predictions,
     predict_in_chunks,

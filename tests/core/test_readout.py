@@ -95,3 +95,27 @@ def test_energy_transform_state_refuses_another_transform() -> None:
         other.load_state_dict(saved)
     with pytest.raises(ValueError, match="level"):
         EnergyTransformState({**ENERGY, "level": "total"}).load_state_dict(saved)
+
+
+def test_energy_transform_state_carries_the_fitted_elements() -> None:
+    """New checkpoints store the elements; a head built without them (an older config)
+    takes them from the checkpoint; a checkpoint without them (written before they were
+    recorded) loads as before; different elements are refused."""
+    fitted = {**ENERGY, "elements": [1, 8, 29]}
+    saved = EnergyTransformState(fitted).state_dict()
+    assert saved["_extra_state"]["elements"] == [1, 8, 29]
+    bare = EnergyTransformState(ENERGY)
+    bare.load_state_dict(saved)
+    assert bare.spec.elements == [1, 8, 29]
+    legacy = {"_extra_state": {k: v for k, v in saved["_extra_state"].items()
+                               if k != "elements"}}
+    kept = EnergyTransformState(fitted)
+    kept.load_state_dict(legacy)
+    assert kept.spec.elements == [1, 8, 29]
+    with pytest.raises(ValueError, match="elements: checkpoint"):
+        EnergyTransformState({**ENERGY, "elements": [1, 8]}).load_state_dict(saved)
+
+
+def test_energy_readout_refuses_the_total_level() -> None:
+    with pytest.raises(ValueError, match="not size-extensive"):
+        CategoricalEnergyReadout(4, 8, SUPPORT, {**ENERGY, "level": "total"})

@@ -269,3 +269,39 @@ def test_state_dict_into_other_support_raises_naming_field(frames) -> None:
     msg = str(info.value)
     assert "6.0" in msg and "7.0" in msg
     assert "low:" not in msg and "num_bins:" not in msg
+
+
+def _force_loss(model, batch, seed: int = 0) -> torch.Tensor:
+    """A loss on the conservative forces alone (no energy term)."""
+    return (run(model, batch, seed)["forces"]["forces"] ** 2).sum()
+
+
+def test_force_only_loss_reaches_the_backbone_through_second_derivatives(frames) -> None:
+    """Training forces are -dE/dx built with create_graph, so a loss on forces alone trains
+    the backbone and the head: its gradient equals a finite difference of that loss along
+    the gradient's direction. In eval mode the forces carry no graph (inference)."""
+    model = build_model(direct_forces=False, max_neighbors=ALL_NEIGHBORS).train()
+    batch = to_batch(frames[:2])
+    params = list(model.backbone.parameters()) + list(
+        model.output_heads["energy"].logits_block.parameters())
+    model.zero_grad()
+    _force_loss(model, batch).backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    backbone_norm = math.sqrt(sum(float((g**2).sum()) for g in
+                                  grads[:len(list(model.backbone.parameters()))]))
+    assert backbone_norm > 1e-6
+    norm = math.sqrt(sum(float((g**2).sum()) for g in grads))
+    h = 1e-3
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p.add_(h * g / norm)
+        up = float(_force_loss(model, batch))
+        for p, g in zip(params, grads, strict=True):
+            p.sub_(2 * h * g / norm)
+        down = float(_force_loss(model, batch))
+        for p, g in zip(params, grads, strict=True):
+            p.add_(h * g / norm)
+    # d loss / d t along the unit gradient direction = |gradient|
+    assert (up - down) / (2 * h) == pytest.approx(norm, rel=0.05)
+    model.eval()
+    assert not run(model, batch)["forces"]["forces"].requires_grad
