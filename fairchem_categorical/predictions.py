@@ -309,7 +309,12 @@ def load_predictions(csv_path: str | Path, npz_path: str | Path | None = None
                 arrays = dict(data)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"{npz}: not a readable NPZ ({err})") from err
-    return read_predictions(csv_path), arrays
+    columns = read_predictions(csv_path)
+    rows = len(next(iter(columns.values())))
+    if "natoms" in arrays and len(arrays["natoms"]) != rows:
+        raise ValueError(f"{csv_path} has {rows} rows but {npz} holds {len(arrays['natoms'])} "
+                         "structures: one of them is cut short or from another run")
+    return columns, arrays
 
 
 def _fmt(value: object) -> object:

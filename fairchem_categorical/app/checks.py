@@ -20,7 +20,7 @@ def _probe_write(path: Path, flag: str) -> None:
             pass
     except IsADirectoryError as err:
         raise ValueError(f"{flag} {path}: is a directory; give a file path") from err
-    except NotADirectoryError as err:
+    except (NotADirectoryError, FileExistsError) as err:  # mkdir over a file: FileExists
         raise ValueError(f"{flag} {path}: a parent of it is a file, not a folder") from err
     except PermissionError as err:
         raise ValueError(f"{flag} {path}: cannot write there (permission denied)") from err
