@@ -183,11 +183,13 @@ def flag_unseen_elements(preds: Sequence[StructurePrediction], frames: Sequence,
         detail = "; ".join(
             f"{element_symbols([z])} in {len(idx)} ({', '.join(map(str, idx[:10]))}"
             f"{', ...' if len(idx) > 10 else ''})" for z, idx in sorted(by_element.items()))
-        msg = (f"warning: {len(flagged)} of {len(preds)} structures hold elements the model "
-               f"never saw in training ({detail}; indices in input order): their energies "
-               "are unreliable (element reference 0 eV); the CSV marks them in "
-               "'unseen_elements'")
-        (say or logging.warning)(msg)
+        msg = (f"{len(flagged)} of {len(preds)} structures hold elements the model never "
+               f"saw in training ({detail}; indices in input order): their energies are "
+               "unreliable (element reference 0 eV); the CSV marks them in 'unseen_elements'")
+        if say is not None:
+            say(f"warning: {msg}")
+        else:
+            logging.warning(msg)
     return flagged
 
 

@@ -20,7 +20,7 @@ _PROGRESS_KEYS = ("train/loss", "val/loss", ",mae:", "Started train epoch", "Tra
 
 def progress_text(line: str) -> str:
     """A fairchem log line without its timestamp and source-path (or logger-name) prefix."""
-    text = line.strip().split("(INFO): ", 1)[-1]
+    text = re.sub(r"^.*?\((INFO|WARNING)\): ", "", line.strip(), count=1)
     return re.sub(r"^(INFO|WARNING):[\w.]+:", "", text)[:200]
 
 
