@@ -62,7 +62,7 @@ class Counts:
         return out
 
     def describe(self) -> str:
-        """``energy 3 of 120 targets (2.50%), force magnitude 0 of 2400``."""
+        """``energy 3 of 120 (2.50%), force magnitude 0 of 2400``."""
         parts = []
         for kind in self.kinds():
             n, total = self.outside.get(kind, 0), self.total[kind]

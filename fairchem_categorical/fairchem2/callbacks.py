@@ -44,7 +44,6 @@ class OutOfSupportCallback(Callback):
         self._last = Counts()
         self._pending = Counts()  # training counts since the last epoch line
         self._kinds: list[str] = []
-        self._epoch = 0
 
     def _now(self, unit: Any) -> Counts:
         counts = Counts()
@@ -65,8 +64,6 @@ class OutOfSupportCallback(Callback):
                   if isinstance(t.loss_fn, CategoricalLoss)}
         self._kinds = sorted(levels)
         self._last = self._now(unit)
-        self._epoch = int(getattr(getattr(unit, "train_progress", None),
-                                  "num_epochs_completed", 0))
 
     def on_eval_start(self, state: Any, unit: Any) -> None:
         if self._kinds:
@@ -74,14 +71,24 @@ class OutOfSupportCallback(Callback):
 
     def on_eval_end(self, state: Any, unit: Any) -> None:
         if self._kinds:
-            self.tally.add_epoch("val", self._take(unit), self._epoch, self._kinds)
+            self.tally.add_epoch("val", self._take(unit), self._current_epoch(unit),
+                                 self._kinds)
+
+    @staticmethod
+    def _current_epoch(unit: Any) -> int:
+        """The 1-based epoch a validation pass belongs to (at an epoch's end: that one)."""
+        progress = getattr(unit, "train_progress", None)
+        if progress is None:
+            return 0
+        return int(progress.num_epochs_completed) + int(
+            progress.num_steps_completed_in_epoch > 0)
 
     def on_train_epoch_end(self, state: Any, unit: Any) -> None:
         if not self._kinds:
             return
         self._pending.merge(self._take(unit))
-        self._epoch = int(unit.train_progress.num_epochs_completed)
-        self.tally.add_epoch("train", self._pending, self._epoch, self._kinds)
+        epoch = int(unit.train_progress.num_epochs_completed)  # already counts this one
+        self.tally.add_epoch("train", self._pending, epoch, self._kinds)
         self._pending = Counts()
 
     def on_train_end(self, state: Any, unit: Any) -> None:
