@@ -101,8 +101,12 @@ def checkpoint_line(checkpoint: str | Path) -> int | None:
             "inference_ckpt.pt or .../checkpoint.pt)" if path.is_dir() else ""))
     if not zipfile.is_zipfile(path):
         with path.open("rb") as fh:
-            if fh.read(1) == b"\x80":  # a bare pickle: torch's legacy format
-                return None
+            head = fh.read(2)
+        if head[:1] == b"\x80":  # a bare pickle: torch's legacy format
+            return None
+        if head == b"PK":
+            raise ValueError(f"{path} is a damaged or truncated checkpoint (the zip archive "
+                             "torch.save writes is incomplete; copy it again)")
         raise ValueError(f"{path} is not a checkpoint (not a file torch.save wrote)")
     try:
         with zipfile.ZipFile(path) as zf:

@@ -103,9 +103,11 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
 
     Supports anything ``ase.io.read`` understands (extxyz, traj, ...) plus ASE databases
     (``.db`` SQLite, ``.aselmdb`` LMDB; row data is merged into ``info``) and fairchem 1.10's
-    pyg-lmdb ``.lmdb`` files (needs torch_geometric). Every structure must have a finite
+    pyg-lmdb ``.lmdb`` files (needs torch_geometric). Every structure must have atoms,
+    finite positions, a cell along its periodic directions (``check_structure``), a finite
     energy and finite (N, 3) forces; otherwise a ValueError names the file and the 0-based
-    index in it, e.g. ``"data/x.xyz[3]: no forces"``. Nothing is skipped.
+    index in it, e.g. ``"data/x.xyz[3]: no forces"``. Nothing is skipped. Truncated or
+    corrupt LMDB files are errors naming the file (and the entry, where one is bad).
 
     A folder reads every ``.aselmdb`` (or every ``.lmdb``) in it. With
     ``require_labels=False`` (prediction) labels are optional: a structure may carry none,
@@ -137,6 +139,8 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
                                                         ("forces", forces)) if v is not None}
             stress = atoms.calc.results.get("stress")
             if stress is not None:
+                if not np.isfinite(np.asarray(stress, dtype=float)).all():
+                    raise ValueError(f"{where}: non-finite stress")
                 results["stress"] = np.asarray(stress)
             atoms.calc = SinglePointCalculator(atoms, **results)
             frames.append(atoms)

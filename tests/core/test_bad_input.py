@@ -114,6 +114,12 @@ def test_a_file_that_is_not_a_checkpoint(capsys, tmp_path) -> None:
     msg = refused(capsys, "predict", "--checkpoint", tmp_path / "tensor.pt", tmp_path,
                   "--out", tmp_path / "p.csv")
     assert "is a torch file but not a fairchem checkpoint" in msg
+    cut = tmp_path / "cut.pt"
+    data = LEGACY_CKPT[2].read_bytes()
+    cut.write_bytes(data[:len(data) // 2])  # an interrupted copy
+    msg = refused(capsys, "predict", "--checkpoint", cut, tmp_path, "--out", tmp_path / "p.csv")
+    assert msg == (f"error: {cut} is a damaged or truncated checkpoint (the zip archive "
+                   "torch.save writes is incomplete; copy it again)")
     assert not (tmp_path / "p.csv").exists()
 
 

@@ -398,3 +398,12 @@ def test_structures_a_model_cannot_take(tmp_path: Path, make, message) -> None:
     else:
         with pytest.raises(ValueError, match=rf"s\.traj\[0\]: {message.replace('[', '.')}"):
             read_frames([path])
+
+
+def test_non_finite_stress_is_an_error(tmp_path: Path) -> None:
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]], cell=[5, 5, 5], pbc=True)
+    atoms.calc = SinglePointCalculator(atoms, energy=1.0, forces=np.zeros((2, 3)),
+                                       stress=np.array([0, 0, np.nan, 0, 0, 0.0]))
+    ase.io.write(tmp_path / "st.traj", [atoms])
+    with pytest.raises(ValueError, match=r"st\.traj\[0\]: non-finite stress"):
+        read_frames([tmp_path / "st.traj"])
