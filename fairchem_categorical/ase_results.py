@@ -15,17 +15,22 @@ A calculator on either line runs its adapter's ``predict_batch`` (the same call
 * per atom (N,): ``forces_uncertainty`` (std of the force-magnitude histogram, eV/A,
   direct-force heads) and ``atom_ood_score`` when the model provides it.
 
-Scalar checkpoints give only the first group. The per-structure scalars are also
-copied into ``atoms.info`` (``INFO_KEYS``) so trajectories and databases keep them.
+Scalar checkpoints give only the first group. A structure holding elements the model's
+bins were never fitted on gets ``unseen_elements`` (``"Au Pd"``; its energy is unreliable).
+The per-structure scalars (and ``unseen_elements``) are also copied into ``atoms.info``
+(``INFO_KEYS``) so trajectories and databases keep them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+import logging
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
 import torch
+
+from fairchem_categorical.targets import EnergyTransform, element_symbols
 
 #: per-structure uncertainty results, in the order they are reported
 STRUCTURE_KEYS = ("energy_uncertainty", "energy_std", "energy_low90", "energy_high90",
@@ -107,6 +112,30 @@ def structure_results(out: Mapping[str, Any], extras: Mapping[str, Any],
     return results
 
 
+def mark_unseen_elements(results: Iterable[MutableMapping[str, Any]],
+                         numbers: Iterable[Any], transform: EnergyTransform | None,
+                         warned: set[int]) -> None:
+    """``unseen_elements`` in the results of structures holding elements the bins never saw.
+
+    ``numbers``: each structure's atomic numbers; ``transform``: the energy head's (None for
+    a scalar model: nothing is known, nothing is marked). Warns once per element into
+    ``warned`` (the calculator's own set), so a relaxation does not repeat itself.
+    """
+    if transform is None:
+        return
+    for res, z in zip(results, numbers, strict=True):
+        unseen = transform.unseen_elements(z)
+        if not unseen:
+            continue
+        res["unseen_elements"] = element_symbols(unseen)
+        new = [e for e in unseen if e not in warned]
+        if new:
+            warned.update(new)
+            logging.warning("elements the model never saw in training: %s; energies of "
+                            "structures holding them are unreliable (element reference 0 eV)",
+                            element_symbols(new))
+
+
 def implemented(base: list[str], results: Mapping[str, Any]) -> list[str]:
     """``base`` plus the uncertainty keys a calculation returned (no duplicates)."""
     extra = [k for k in (*STRUCTURE_KEYS, *ATOM_KEYS, *HISTOGRAM_KEYS)
@@ -124,3 +153,7 @@ def copy_to_info(results: Mapping[str, Any], *infos: MutableMapping[str, Any]) -
         for key in INFO_KEYS:
             if key in results:
                 info[key] = float(results[key])
+        if "unseen_elements" in results:
+            info["unseen_elements"] = results["unseen_elements"]
+        else:
+            info.pop("unseen_elements", None)

@@ -10,6 +10,11 @@ A dataset wrapper on either line hands each item (a PyG ``Data`` or fairchem's
 
 The ``categorical`` config block carries ``energy`` (EnergyTransform fields,
 as fit-bins writes them), ``support``, ``force_support`` and optional key names.
+
+With ``tally_fields=True`` each item also marks which of its targets were clamped
+(``<target_key>_outside`` (1,), ``<force_magnitude_key>_outside`` (N,), 1 = clamped):
+counts made in a dataloader worker would stay there, so they travel with the batch to
+the trainer (fairchem 1.10's ``CategoricalTrainer`` sums them over the atoms it trains).
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ from typing import Any
 import torch
 
 from fairchem_categorical.histogram import HistogramSupport
-from fairchem_categorical.targets import EnergyTransform
+from fairchem_categorical.targets import EnergyTransform, element_symbols
 
 
 class TargetBinner:
     """Adds categorical targets to items; counts and warns about clipped targets."""
 
     def __init__(self, categorical: dict[str, Any] | None, histograms: bool = False,
-                 owner: str = "dataset") -> None:
+                 owner: str = "dataset", tally_fields: bool = False) -> None:
         cat = dict(categorical or {})
         if "energy" not in cat:
             raise ValueError(
@@ -48,6 +53,8 @@ class TargetBinner:
                               if force_support and histograms else None)
         #: targets clamped to the support's edge so far, per kind ("energy", "force magnitude")
         self.clipped: dict[str, int] = {}
+        self.tally_fields = tally_fields
+        self.unseen: set[int] = set()  # elements met that the bins were not fitted on
 
     def __call__(self, data: Any, idx: int) -> Any:
         if self.energy_key not in data or data[self.energy_key] is None:
@@ -55,24 +62,44 @@ class TargetBinner:
                 f"item {idx} has no '{self.energy_key}' target (check the data holds energies "
                 "and the dataset's key_mapping / a2g_args r_energy)"
             )
+        self._check_elements(data["atomic_numbers"], idx)
         y = self.energy_transform.to_target(data[self.energy_key], data["atomic_numbers"])
         y = y.reshape(1)
+        outside = 0
         if self.histograms:
-            data[self.target_key] = self._encode(self.support, y, idx, "energy")
+            data[self.target_key], outside = self._encode(self.support, y, idx, "energy")
         else:
             data[self.target_key] = y
             if self.support is not None:
-                data[f"{self.target_key}_histogram"] = self._encode(self.support, y, idx,
-                                                                    "energy")
+                data[f"{self.target_key}_histogram"], outside = self._encode(
+                    self.support, y, idx, "energy")
+        if self.tally_fields:
+            data[f"{self.target_key}_outside"] = torch.tensor([outside])
         if self.forces_key in data and data[self.forces_key] is not None:
             magnitude = data[self.forces_key].norm(dim=-1).float()
             if self.force_support is not None:
-                magnitude = self._encode(self.force_support, magnitude, idx, "force magnitude")
+                if self.tally_fields:
+                    data[f"{self.force_magnitude_key}_outside"] = self.force_support.outside(
+                        magnitude).to(torch.uint8)
+                magnitude, _ = self._encode(self.force_support, magnitude, idx,
+                                            "force magnitude")
             data[self.force_magnitude_key] = magnitude
         return data
 
+    def _check_elements(self, atomic_numbers: torch.Tensor, idx: int) -> None:
+        """Warn (once per element) about elements the bins' references never saw."""
+        new = set(self.energy_transform.unseen_elements(atomic_numbers)) - self.unseen
+        if new:
+            self.unseen |= new
+            logging.warning(
+                "item %d holds %s, which the bins were never fitted on (the model never saw "
+                "them): their element reference is 0 eV, so these targets land far from the "
+                "support; refit the bins (fit-bins) on data that holds them", idx,
+                element_symbols(sorted(new)))
+
     def _encode(self, support: HistogramSupport, values: torch.Tensor, idx: int,
-                what: str) -> torch.Tensor:
+                what: str) -> tuple[torch.Tensor, int]:
+        """The encoded targets and how many of them were clamped to the edge."""
         outside = support.count_outside(values)
         if outside:
             if what not in self.clipped:
@@ -82,7 +109,7 @@ class TargetBinner:
                     float(values.abs().max()), idx, support.low, support.high,
                 )
             self.clipped[what] = self.clipped.get(what, 0) + outside
-        return support.encode(values)
+        return support.encode(values), outside
 
     @property
     def num_clipped(self) -> int:

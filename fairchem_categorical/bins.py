@@ -23,7 +23,7 @@ from fairchem_categorical.histogram import (
     HistogramSupport,
     SupportSpec,
 )
-from fairchem_categorical.targets import LEVELS, MAX_Z, EnergyTransform
+from fairchem_categorical.targets import MAX_Z, EnergyTransform, require_head_level
 
 
 def fit_element_references(compositions: list[np.ndarray], energies: np.ndarray,
@@ -84,8 +84,11 @@ def fit_bins(
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
+    require_head_level(level, "fit-bins")
     zs, energies, fmax, fsum, fcount = [], [], 0.0, 0.0, 0
     for i, (z, energy, forces) in enumerate(structures):
+        if len(z) == 0:
+            raise ValueError(f"structure {i}: no atoms")
         if not np.isfinite(energy):
             raise ValueError(f"structure {i}: energy is not finite ({energy})")
         zs.append(np.asarray(z, dtype=int))
@@ -103,16 +106,15 @@ def fit_bins(
     e = np.asarray(energies)
     refs = fit_element_references(zs, e) if fit_references else np.zeros(MAX_Z)
     referenced = np.array([en - refs[z].sum() for z, en in zip(zs, e, strict=True)])
-    if level == "per_atom":
-        referenced = referenced / np.array([len(z) for z in zs])
-    elif level not in LEVELS:
-        raise ValueError(f"unknown energy level {level!r}; choose one of {LEVELS}")
+    referenced = referenced / np.array([len(z) for z in zs])  # per-atom level
     mean = float(referenced.mean())
     std = float(referenced.std()) if len(referenced) > 1 else 1.0
     if not std > 1e-12:
         std = 1.0
+    # the elements the references were fitted on: predict and the calculator flag others
+    elements = sorted({int(z) for zz in zs for z in zz})
     transform = EnergyTransform(element_references=refs.tolist(), mean=mean, std=std,
-                                level=level)
+                                level=level, elements=elements)
     y = (referenced - mean) / std
     lo, hi = float(y.min()), float(y.max())
     span = max(hi - lo, 1.0)
@@ -175,13 +177,33 @@ def write_bins(fit: BinsFit, out: str | Path, source: Sequence[str | Path]) -> P
 
 
 def read_bins(path: str | Path) -> dict[str, Any]:
+    """A fit-bins file, checked: every field builds (transform, supports) or the error says
+    which file and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"bins file not found: {path}")
-    data = yaml.safe_load(path.read_text())
-    missing = {"support", "energy"} - set(data or {})
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a fit-bins file: expected a mapping with 'energy' and "
+                         f"'support', found a {type(data).__name__}")
+    missing = {"support", "energy"} - set(data)
     if missing:
         raise ValueError(f"{path} is not a fit-bins file: missing {sorted(missing)}")
+    for key, build in (("energy", EnergyTransform), ("support", SupportSpec),
+                       ("force_support", SupportSpec)):
+        if key not in data:
+            continue
+        if not isinstance(data[key], dict):
+            raise ValueError(f"{path}: '{key}' must be a mapping, found "
+                             f"{type(data[key]).__name__}")
+        try:
+            build(**data[key])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: bad '{key}' block ({err})") from err
+    require_head_level(data["energy"].get("level", "per_atom"), f"{path}")
     return data
 
 

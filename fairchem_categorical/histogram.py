@@ -176,9 +176,13 @@ class HistogramSupport(nn.Module):
                 f"encoding={s.encoding}, sigma={self.sigma:.4g}")
 
     # -- encoding ---------------------------------------------------------------
+    def outside(self, y: torch.Tensor) -> torch.Tensor:
+        """Which targets fall outside [low, high] (bool, the shape of ``y``)."""
+        return (y < self.low) | (y > self.high)
+
     def count_outside(self, y: torch.Tensor) -> int:
         """Number of finite targets that fall outside [low, high]."""
-        return int(((y < self.low) | (y > self.high)).sum())
+        return int(self.outside(y).sum())
 
     def encode(self, y: torch.Tensor, encoding: str | None = None) -> torch.Tensor:
         """Scalars of any shape (...) -> probabilities (..., K) in float32.

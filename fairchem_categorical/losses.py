@@ -29,8 +29,9 @@ class HistogramLoss(nn.Module):
 
     ``target`` is either histograms (..., K) or scalars (...) encoded on the fly
     with the support's encoding, so a binned dataset and a scalar one train alike;
-    ``num_clipped`` counts the scalar targets clamped to the support's edge so far.
-    Returns the unreduced per-sample loss (shape of the leading dims).
+    ``num_clipped`` counts the scalar targets clamped to the support's edge so far, of
+    ``num_targets`` scalar targets seen (``mask``: only the samples it marks count, as
+    the loss ignores the rest). Returns the unreduced per-sample loss (leading dims).
     """
 
     def __init__(
@@ -43,11 +44,13 @@ class HistogramLoss(nn.Module):
         self.ce_weight = ce_weight
         self.l1_weight = l1_weight
         self.num_clipped = 0
+        self.num_targets = 0
 
     def is_histogram(self, logits: torch.Tensor, target: torch.Tensor) -> bool:
         return target.dim() == logits.dim() and target.shape[-1] == self.support.num_bins
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.is_histogram(logits, target):
             probs = target
             scalar = (target.float() * self.support.centers).sum(-1)
@@ -59,7 +62,9 @@ class HistogramLoss(nn.Module):
                     f"samples {tuple(lead)} nor histograms {(*lead, self.support.num_bins)}"
                 )
             scalar = target.reshape(lead)
-            self.num_clipped += self.support.count_outside(scalar)
+            counted = scalar if mask is None else scalar[mask.reshape(lead).bool()]
+            self.num_clipped += self.support.count_outside(counted)
+            self.num_targets += counted.numel()
             probs = self.support.encode(scalar)
         loss = self.ce_weight * soft_cross_entropy(logits, probs)
         if self.l1_weight:

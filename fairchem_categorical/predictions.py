@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
+import os
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +22,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from fairchem_categorical.targets import EnergyTransform, element_symbols
+
 CSV_COLUMNS = (
     "index", "sid", "natoms", "energy", "energy_std", "energy_entropy", "energy_edge_mass",
     "energy_low90", "energy_high90", "energy_target", "forces_mae",
     "forces_uncertainty_mean",
 )
+# elements of the structure the model's bins were never fitted on ("Au Pd"; empty: none,
+# or a model that does not record them): ``flag_unseen_elements``
+CSV_COLUMNS = (*CSV_COLUMNS, "unseen_elements")
+#: columns that hold text, not numbers
+TEXT_COLUMNS = ("sid", "unseen_elements")
 
 
 @dataclass
@@ -46,6 +56,7 @@ class StructurePrediction:
     # the predicted energy histogram: bin centers in eV of total energy, probabilities
     energy_bin_centers: np.ndarray | None = None
     energy_probs: np.ndarray | None = None
+    unseen_elements: str = ""
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -149,6 +160,39 @@ def predict_frames(
     return predict_in_chunks(frames, batch_size, chunk_predictions, progress)
 
 
+def flag_unseen_elements(preds: Sequence[StructurePrediction], frames: Sequence,
+                         transform: EnergyTransform | None,
+                         say: Callable[[str], None] | None = None) -> list[int]:
+    """Mark the predictions of structures holding elements the model's bins never saw.
+
+    Sets ``unseen_elements`` (``"Au Pd"``) and says which structures (file order) hold
+    them; returns their indices. ``transform`` is the energy head's ``EnergyTransform``
+    (None for a scalar model: nothing is known, nothing is marked).
+    """
+    if transform is None:
+        return []
+    flagged, by_element = [], {}
+    for pred, atoms in zip(preds, frames, strict=True):
+        unseen = transform.unseen_elements(atoms.get_atomic_numbers())
+        if unseen:
+            pred.unseen_elements = element_symbols(unseen)
+            flagged.append(pred.index)
+            for z in unseen:
+                by_element.setdefault(z, []).append(pred.index)
+    if flagged:
+        detail = "; ".join(
+            f"{element_symbols([z])} in {len(idx)} ({', '.join(map(str, idx[:10]))}"
+            f"{', ...' if len(idx) > 10 else ''})" for z, idx in sorted(by_element.items()))
+        msg = (f"{len(flagged)} of {len(preds)} structures hold elements the model never "
+               f"saw in training ({detail}; indices in input order): their energies are "
+               "unreliable (element reference 0 eV); the CSV marks them in 'unseen_elements'")
+        if say is not None:
+            say(f"warning: {msg}")
+        else:
+            logging.warning(msg)
+    return flagged
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: str) -> Iterator[None]:
     """A fixed seed on a forked RNG (the caller's stream untouched).
@@ -171,7 +215,8 @@ def as_columns(preds: Sequence[StructurePrediction]
     if not preds:
         raise ValueError("no predictions (empty dataset?)")
     rows = [p.row() for p in preds]
-    columns = {name: np.array([r[name] for r in rows], dtype=str if name == "sid" else float)
+    columns = {name: np.array([r[name] for r in rows],
+                              dtype=str if name in TEXT_COLUMNS else float)
                for name in CSV_COLUMNS}
     arrays: dict[str, np.ndarray] = {
         "natoms": np.array([p.natoms for p in preds]),
@@ -188,33 +233,65 @@ def as_columns(preds: Sequence[StructurePrediction]
 
 def write_predictions(preds: Sequence[StructurePrediction], out_csv: str | Path
                       ) -> tuple[Path, Path]:
-    """Write the CSV and the NPZ beside it; returns both paths."""
+    """Write the CSV and the NPZ beside it; returns both paths.
+
+    Both are written under temporary names and moved into place when complete: a failure
+    leaves no half-written file, and files already there stay as they were.
+    """
     if not preds:
         raise ValueError("no predictions to write (empty dataset?)")
     _, arrays = as_columns(preds)
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with out_csv.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for p in preds:
-            writer.writerow({k: _fmt(v) for k, v in p.row().items()})
     out_npz = out_csv.with_suffix(".npz")
-    np.savez(out_npz, **arrays)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp_csv, tmp_npz = (p.with_name(f".{p.name}.partial-{os.getpid()}")
+                        for p in (out_csv, out_npz))
+    try:
+        with tmp_csv.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for p in preds:
+                writer.writerow({k: _fmt(v) for k, v in p.row().items()})
+        with tmp_npz.open("wb") as fh:  # a handle: np.savez would append .npz to the name
+            np.savez(fh, **arrays)
+        os.replace(tmp_csv, out_csv)
+        os.replace(tmp_npz, out_npz)
+    finally:
+        tmp_csv.unlink(missing_ok=True)
+        tmp_npz.unlink(missing_ok=True)
     return out_csv, out_npz
 
 
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """The CSV as columns of floats (sid as strings)."""
-    with Path(path).open() as fh:
-        rows = list(csv.DictReader(fh))
+    """The CSV as columns of floats (text columns as strings); errors name file and line."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a predictions CSV ({err})") from err
     if not rows:
         raise ValueError(f"{path} holds no predictions")
     out: dict[str, np.ndarray] = {}
-    for key in rows[0]:
+    for i, row in enumerate(rows):
+        if None in row or any(v is None for v in row.values()):
+            raise ValueError(f"{path}, line {i + 2}: the row's fields do not match the "
+                             f"header's {len(header)} columns")
+    for key in header:
         values = [r[key] for r in rows]
-        out[key] = np.array(values) if key == "sid" else np.array(
-            [float(v) if v != "" else math.nan for v in values])
+        if key in TEXT_COLUMNS:
+            out[key] = np.array(values)
+            continue
+        numbers = []
+        for i, v in enumerate(values):
+            try:
+                numbers.append(float(v) if v.strip() != "" else math.nan)
+            except ValueError:
+                raise ValueError(f"{path}, line {i + 2}, column {key!r}: not a number "
+                                 f"({v[:40]!r})") from None
+        out[key] = np.array(numbers)
     return out
 
 
@@ -227,8 +304,19 @@ def load_predictions(csv_path: str | Path, npz_path: str | Path | None = None
     npz = Path(npz_path) if npz_path else csv_path.with_suffix(".npz")
     if npz_path and not npz.is_file():
         raise FileNotFoundError(f"prediction arrays not found: {npz}")
-    arrays = dict(np.load(npz)) if npz.is_file() else {}
-    return read_predictions(csv_path), arrays
+    arrays: dict[str, np.ndarray] = {}
+    if npz.is_file():
+        try:
+            with np.load(npz) as data:
+                arrays = dict(data)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{npz}: not a readable NPZ ({err})") from err
+    columns = read_predictions(csv_path)
+    rows = len(next(iter(columns.values())))
+    if "natoms" in arrays and len(arrays["natoms"]) != rows:
+        raise ValueError(f"{csv_path} has {rows} rows but {npz} holds {len(arrays['natoms'])} "
+                         "structures: one of them is cut short or from another run")
+    return columns, arrays
 
 
 def _fmt(value: object) -> object:

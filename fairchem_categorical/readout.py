@@ -18,7 +18,7 @@ from torch import nn
 
 from fairchem_categorical.histogram import HistogramSupport
 from fairchem_categorical.logits import LocationScaleLogits
-from fairchem_categorical.targets import EnergyTransform
+from fairchem_categorical.targets import EnergyTransform, require_head_level
 
 INTERVAL = 0.9
 
@@ -31,7 +31,11 @@ def mean_pool(x: torch.Tensor, batch: torch.Tensor, natoms: torch.Tensor) -> tor
 
 
 class EnergyTransformState(nn.Module):
-    """An EnergyTransform saved in, and checked against, checkpoints."""
+    """An EnergyTransform saved in, and checked against, checkpoints.
+
+    ``elements`` (the atomic numbers the references were fitted on) rides along when
+    known; a checkpoint written before it was recorded loads as before.
+    """
 
     def __init__(self, energy: dict[str, Any]) -> None:
         super().__init__()
@@ -41,10 +45,23 @@ class EnergyTransformState(nn.Module):
         return self.spec
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"mean": self.spec.mean, "std": self.spec.std, "level": self.spec.level}
+        state: dict[str, Any] = {"mean": self.spec.mean, "std": self.spec.std,
+                                 "level": self.spec.level}
+        if self.spec.elements is not None:
+            state["elements"] = list(self.spec.elements)
+        return state
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        mine = self.get_extra_state()
+        stored = state.get("elements")
+        if stored is not None:
+            if self.spec.elements is None:
+                self.spec.elements = sorted(int(z) for z in stored)
+            elif sorted(stored) != self.spec.elements:
+                raise ValueError(
+                    "energy transform in the checkpoint disagrees with the config (elements: "
+                    f"checkpoint {sorted(stored)} vs config {self.spec.elements}). Use the "
+                    "checkpoint's bins block or train new heads.")
+        mine = {k: v for k, v in self.get_extra_state().items() if k != "elements"}
         diffs = [
             f"{k}: checkpoint {state[k]!r} vs config {mine[k]!r}"
             for k in mine
@@ -69,6 +86,7 @@ class CategoricalEnergyReadout(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, support: dict[str, Any],
                  energy: dict[str, Any]) -> None:
         super().__init__()
+        require_head_level(dict(energy).get("level", "per_atom"))
         self.support = HistogramSupport.from_spec(dict(support))
         self.energy_transform = EnergyTransformState(dict(energy))
         self.node_block = nn.Sequential(

@@ -7,6 +7,7 @@ watching, and a clear error with the log's tail when fairchem fails.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,12 +15,13 @@ from pathlib import Path
 
 FAIRCHEM_CLI = [sys.executable, "-c", "from fairchem.core._cli import main; main()"]
 _PROGRESS_KEYS = ("train/loss", "val/loss", ",mae:", "Started train epoch", "Training Completed",
-                  "Error", "error:", "energy_mae:")
+                  "Error", "error:", "energy_mae:", "out of support", "never saw")
 
 
 def progress_text(line: str) -> str:
-    """A fairchem log line without its timestamp and source-path prefix."""
-    return line.strip().split("(INFO): ", 1)[-1][:200]
+    """A fairchem log line without its timestamp and source-path (or logger-name) prefix."""
+    text = re.sub(r"^.*?\((INFO|WARNING)\): ", "", line.strip(), count=1)
+    return re.sub(r"^(INFO|WARNING):[\w.]+:", "", text)[:200]
 
 
 def is_progress(line: str) -> bool:

@@ -379,7 +379,7 @@ def screen_system(system: str, slab: Atoms, adsorbate: AdsorbateSpec, tools: Scr
             adsorption_energy_low90=float(res.get("energy_low90", math.nan)) + offset,
             adsorption_energy_high90=float(res.get("energy_high90", math.nan)) + offset,
             anomalies=list(tools.anomalies(initial, r.atoms, relaxed_slab.atoms)),
-            ood=edge > EDGE_MASS_OOD, ood_score=ood_score))
+            ood=edge > EDGE_MASS_OOD or "unseen_elements" in res, ood_score=ood_score))
         if progress:
             progress(i + 2, total)
     rank_configurations(result, dists, coverage, budget, top_k)

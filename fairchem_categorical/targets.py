@@ -5,6 +5,12 @@ The categorical energy head predicts a histogram over
 ``y = (E - sum_i ref[Z_i] - mean) / std`` (the ``total`` level). This module
 holds that transform in plain torch so the dataset binner, the heads, ``fit-bins``
 (``bins.py``) and ``predict`` agree by construction.
+
+The heads take the ``per_atom`` level only (``require_head_level``): a histogram over the
+total energy on a fixed support is not size-extensive, so a 2x supercell would get the
+energy of the cell it repeats. ``elements`` records which atomic numbers the references
+were fitted on; ``unseen_elements`` names those of a structure the model never saw (their
+reference is 0 eV, so its target lands far from the support and its energy is unreliable).
 """
 
 from __future__ import annotations
@@ -17,7 +23,20 @@ from typing import Any
 import torch
 
 LEVELS = ("per_atom", "total")
+HEAD_LEVELS = ("per_atom",)
 MAX_Z = 100
+
+
+def require_head_level(level: str, what: str = "the categorical energy head") -> None:
+    """Refuse the ``total`` level where a head would decode it: it cannot be extensive."""
+    if level not in HEAD_LEVELS:
+        raise ValueError(
+            f"{what} does not support energy level {level!r}: a histogram over the total "
+            "energy on a fixed support is not size-extensive (a 2x supercell would get the "
+            "same energy as the cell it repeats, and its target would fall outside the "
+            "support); use level 'per_atom' (the default: per-atom bins, energy = N x the "
+            "decoded value + element references)"
+        )
 
 
 @dataclass
@@ -28,6 +47,8 @@ class EnergyTransform:
     mean: float = 0.0
     std: float = 1.0
     level: str = "per_atom"
+    #: atomic numbers the references were fitted on; None: not recorded (older bins)
+    elements: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -41,6 +62,36 @@ class EnergyTransform:
                 f"element_references needs {MAX_Z} entries (index = atomic number), "
                 f"got {len(self.element_references)}"
             )
+        if self.elements is not None:
+            self.elements = sorted({int(z) for z in self.elements})
+            if any(not 0 < z < len(self.element_references) for z in self.elements):
+                raise ValueError(f"elements must be atomic numbers in 1..{MAX_Z - 1}, got "
+                                 f"{self.elements}")
+
+    def known_elements(self) -> set[int] | None:
+        """The atomic numbers the references were fitted on, if known.
+
+        Older bins files and checkpoints do not record them; then the elements with a
+        non-zero reference count as fitted (None if every reference is 0, e.g. bins
+        fitted without references: nothing can be said).
+        """
+        if self.elements is not None:
+            return set(self.elements)
+        nonzero = {z for z, ref in enumerate(self.element_references) if ref != 0.0}
+        return nonzero or None
+
+    def unseen_elements(self, atomic_numbers: Any) -> list[int]:
+        """Atomic numbers in ``atomic_numbers`` the references were not fitted on (sorted).
+
+        The one check every entry point shares (training's dataset, ``predict``, the ASE
+        calculator): such an element has a reference of 0 eV, so the structure's energy
+        target lies far outside what the model saw and its prediction is unreliable.
+        """
+        known = self.known_elements()
+        if known is None:
+            return []
+        present = {int(z) for z in torch.as_tensor(atomic_numbers).reshape(-1).tolist()}
+        return sorted(present - known)
 
     def reference(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         if atomic_numbers.numel() and int(atomic_numbers.max()) >= len(self.element_references):
@@ -84,9 +135,20 @@ class EnergyTransform:
         return s * natoms.to(s.dtype) if self.level == "per_atom" else s
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "element_references": [float(x) for x in self.element_references],
             "mean": float(self.mean),
             "std": float(self.std),
             "level": self.level,
         }
+        if self.elements is not None:
+            out["elements"] = list(self.elements)
+        return out
+
+
+def element_symbols(atomic_numbers: list[int]) -> str:
+    """``[79, 46]`` -> ``"Au Pd"`` (the order given), for messages and the CSV column."""
+    from ase.data import chemical_symbols
+
+    return " ".join(chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z)
+                    for z in atomic_numbers)

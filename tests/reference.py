@@ -148,3 +148,53 @@ def assert_predicts_as_recorded(preds: list, expected_csv: Path) -> None:
     assert set(want_arrays) <= set(got_arrays), sorted(set(want_arrays) - set(got_arrays))
     for key, want in want_arrays.items():
         np.testing.assert_allclose(got_arrays[key], want, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+# -- targets outside the support, counted by hand -------------------------------------------
+
+
+def out_of_support_by_hand(frames: list[Atoms], bins: dict[str, Any], forces: bool
+                           ) -> dict[str, dict[str, int]]:
+    """What one pass of training clamps, as the losses see the targets: one binning-space
+    energy per structure, one force magnitude per free atom (``forces``: the config trains
+    a force-magnitude histogram). Same layout as ``out_of_support.json``'s totals."""
+    from ase.constraints import FixAtoms
+
+    energy, support = bins["energy"], bins["support"]
+    refs = np.asarray(energy["element_references"], dtype=np.float64)
+    out = {"energy": {"outside": 0, "total": 0}}
+    if forces:
+        out["force magnitude"] = {"outside": 0, "total": 0}
+    for atoms in frames:
+        e = float(atoms.calc.results["energy"])
+        y = ((e - refs[atoms.numbers].sum()) / len(atoms) - energy["mean"]) / energy["std"]
+        out["energy"]["total"] += 1
+        out["energy"]["outside"] += int(y < support["low"] or y > support["high"])
+        if forces:
+            fixed = np.zeros(len(atoms), bool)
+            for c in atoms.constraints:
+                if isinstance(c, FixAtoms):
+                    fixed[c.index] = True
+            norms = np.linalg.norm(np.asarray(atoms.calc.results["forces"]), axis=1)[~fixed]
+            fs = bins["force_support"]
+            out["force magnitude"]["total"] += len(norms)
+            out["force magnitude"]["outside"] += int(((norms < fs["low"]) |
+                                                      (norms > fs["high"])).sum())
+    return out
+
+
+def times(counts: dict[str, dict[str, int]], n: int) -> dict[str, dict[str, int]]:
+    return {k: {f: v * n for f, v in c.items()} for k, c in counts.items()}
+
+
+def narrowed_bins(bins_file: Path, out: Path, energy_half_width: float = 0.8,
+                  force_high: float = 1.0) -> Path:
+    """A copy of a fit-bins file whose supports are too narrow for the data: training must
+    clamp (and count) some energy and force-magnitude targets."""
+    import yaml
+
+    bins = yaml.safe_load(Path(bins_file).read_text())
+    bins["support"]["low"], bins["support"]["high"] = -energy_half_width, energy_half_width
+    bins["force_support"]["high"] = force_high
+    out.write_text(yaml.safe_dump(bins))
+    return out

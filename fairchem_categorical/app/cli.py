@@ -8,6 +8,7 @@ needs; errors the library raises for bad input become one line on stderr and exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,8 +36,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_bins(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.checks import output_file
     from fairchem_categorical.bins import count_clipped, describe, fit_bins_files, write_bins
     from fairchem_categorical.histogram import HistogramSupport
+
+    output_file(args.out)
 
     fit = fit_bins_files(args.data, num_bins=args.num_bins, level=args.level,
                          margin=args.margin, sigma_ratio=args.sigma_ratio, progress=_say)
@@ -57,9 +61,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.checks import output_file
     from fairchem_categorical.app.jobs import predict_files
     from fairchem_categorical.predictions import write_predictions
 
+    output_file(args.out)  # before the prediction, not after
     preds = predict_files(args.checkpoint, args.data, batch_size=args.batch_size,
                           device=args.device, progress=_say)
     csv_path, npz_path = write_predictions(preds, args.out)
@@ -68,20 +74,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.checks import output_folder
     from fairchem_categorical.app.jobs import evaluate_checkpoint
-    from fairchem_categorical.report.evaluate import evaluate_files, format_metrics
+    from fairchem_categorical.report.evaluate import evaluate_files, format_metrics, notes
 
+    if args.checkpoint and args.predictions:
+        raise ValueError("give --predictions (files predict wrote) or --checkpoint with "
+                         "--data (predict now), not both")
     if args.checkpoint:
         if not args.data:
             raise ValueError("--checkpoint needs --data (and optionally --ood-data)")
+        stray = [f for f, v in (("--npz", args.npz), ("--ood-predictions",
+                                                      args.ood_predictions)) if v]
+        if stray:
+            raise ValueError(f"{' and '.join(stray)} go with --predictions, not --checkpoint "
+                             "(with --checkpoint, give --ood-data)")
         metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.ood_data,
                                       progress=_say)
     elif args.predictions:
+        stray = [f for f, v in (("--data", args.data), ("--ood-data", args.ood_data)) if v]
+        if stray:
+            raise ValueError(f"{' and '.join(stray)} need{'s' if len(stray) == 1 else ''} "
+                             "--checkpoint (to predict them); with --predictions, give "
+                             "--ood-predictions CSV")
+        output_folder(args.out)
         metrics = evaluate_files(args.predictions, args.out, npz=args.npz,
-                                 ood_predictions=args.ood_predictions)
+                                 ood_predictions=args.ood_predictions, say=_say)
     else:
         raise ValueError("give --predictions CSV, or --checkpoint with --data")
     _say(format_metrics(metrics))
+    for note in notes(metrics):
+        _say(f"note: {note}")
     _say(f"wrote {Path(args.out) / 'metrics.json'} and plots in {args.out}")
     return 0
 
@@ -286,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: set to 1 to see the traceback behind an error message
+DEBUG_ENV = "FAIRCHEM_CATEGORICAL_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
@@ -294,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *unknown]
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    # bad input, files that cannot be read or written, a missing optional package: one
+    # line that names the problem (FileNotFoundError, PermissionError, ... are OSErrors)
+    except (ValueError, OSError, RuntimeError, ImportError) as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fairchem_categorical.app import lines
+from fairchem_categorical.app import checks, lines
+from fairchem_categorical.bins import read_bins
 from fairchem_categorical.predictions import StructurePrediction, as_columns, write_predictions
 
 Say = Callable[[str], None]
@@ -39,6 +40,8 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
         raise FileNotFoundError(f"config not found: {config}")
     major = lines.config_line(config)
     line = lines.require(major, f"{config.name} (a {lines.LINES[major].label} config)")
+    if bins is not None:
+        read_bins(bins)  # a clear error before fairchem starts or a run folder is made
     run_dir = Path(run_dir or f"runs/fairchem{major}").resolve()
     train_data = _check_data(train_data, "--train-data") if train_data else None
     val_data = _check_data(val_data, "--val-data") if val_data else None
@@ -50,10 +53,15 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
 def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size: int = 8,
                   device: str = "cpu", progress: Say | None = None
                   ) -> list[StructurePrediction]:
-    """Predict the structures of data files with the installed fairchem line's model."""
+    """Predict the structures of data files with the installed fairchem line's model.
+
+    The checkpoint's line must be the installed one, the device must exist; structures
+    may carry no labels, energies only, or energies and forces.
+    """
     from fairchem_categorical.data.formats import read_frames
 
-    line = lines.current("predict")
+    line = lines.for_checkpoint(checkpoint, "predict")
+    checks.device(device)
     frames = read_frames(paths, require_labels=False)
     logging.info("predicting %d structures from %s", len(frames), [str(p) for p in paths])
     return line.adapter("predict").predict_atoms(checkpoint, frames, batch_size=batch_size,
@@ -66,7 +74,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out:
     """Predict ``data`` (and ``ood_data``), keep the prediction files, write the report."""
     from fairchem_categorical.report.evaluate import write_report
 
-    out = Path(out)
+    out = checks.output_folder(out)
     preds = predict_files(checkpoint, data, progress=progress)
     write_predictions(preds, out / "predictions.csv")
     ood = None
@@ -83,8 +91,11 @@ def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path
     from fairchem_categorical.calibration import fit_from_predictions
     from fairchem_categorical.report.metrics import evaluate_predictions
 
-    line = lines.current("calibrate")
+    line = lines.for_checkpoint(checkpoint, "calibrate")
     adapter = line.adapter("calibrate")
+    checks.not_the_input(out, checkpoint, "checkpoint to calibrate")
+    checks.output_file(out)
+    adapter.require_categorical(checkpoint)  # before minutes of prediction
 
     def score(ckpt: str | Path) -> tuple[list[StructurePrediction], dict[str, float]]:
         preds = predict_files(ckpt, val)

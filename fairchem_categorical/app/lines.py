@@ -83,6 +83,57 @@ def config_line(config: Path) -> int:
                      "fairchem 2.x (defaults/runner/job) config")
 
 
+def checkpoint_line(checkpoint: str | Path) -> int | None:
+    """Which fairchem line wrote a checkpoint: 2 (inference checkpoint), 1 (trainer dict).
+
+    Read from the pickle's opcodes without unpickling (which needs that line's classes):
+    fairchem-core 2.x saves an ``MLIPInferenceCheckpoint``, 1.x a dict with ``config`` and
+    ``state_dict``. None for torch's pre-1.6 file format (left to the loader); a clear
+    error for a file that is no checkpoint at all.
+    """
+    import pickletools
+    import zipfile
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}" + (
+            " (a folder: give the checkpoint file, e.g. .../checkpoints/final/"
+            "inference_ckpt.pt or .../checkpoint.pt)" if path.is_dir() else ""))
+    if not zipfile.is_zipfile(path):
+        with path.open("rb") as fh:
+            head = fh.read(2)
+        if head[:1] == b"\x80":  # a bare pickle: torch's legacy format
+            return None
+        if head == b"PK":
+            raise ValueError(f"{path} is a damaged or truncated checkpoint (the zip archive "
+                             "torch.save writes is incomplete; copy it again)")
+        raise ValueError(f"{path} is not a checkpoint (not a file torch.save wrote)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith("/data.pkl")), None)
+            ops = [] if name is None else list(pickletools.genops(zf.read(name)))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable checkpoint ({err})") from err
+    if name is None:
+        raise ValueError(f"{path} is not a checkpoint (a zip file without the data.pkl "
+                         "torch.save writes)")
+    texts = {str(arg) for op, arg, _ in ops if isinstance(arg, str)}
+    if any("MLIPInferenceCheckpoint" in t for t in texts):
+        return 2
+    if {"config", "state_dict"} <= texts:
+        return 1
+    raise ValueError(f"{path} is a torch file but not a fairchem checkpoint (neither a "
+                     "fairchem-core 2.x inference checkpoint nor a 1.x trainer checkpoint)")
+
+
+def for_checkpoint(checkpoint: str | Path, what: str) -> Line:
+    """The line that loads ``checkpoint``, if it is installed; else a clear error."""
+    major = checkpoint_line(checkpoint)
+    if major is None:
+        return current(what)
+    return require(major, f"{what} of {checkpoint} (a {LINES[major].label} checkpoint)")
+
+
 def require(major: int, what: str) -> Line:
     """Line ``major``, if it is the installed one; else an error naming the environment."""
     line, found = LINES[major], installed_line()

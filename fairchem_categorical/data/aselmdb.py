@@ -13,7 +13,7 @@ from typing import Any
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from fairchem_categorical.data.common import labels, plain, safe_write
+from fairchem_categorical.data.common import check_lmdb_file, labels, plain, safe_write
 
 SUFFIX = ".aselmdb"
 _LABEL_KEYS = frozenset({"energy", "forces", "stress", "free_energy"})
@@ -85,15 +85,19 @@ def write_aselmdb(frames: Sequence[Atoms], path: str | Path, *, overwrite: bool 
 
 
 def read_ase_db(path: Path) -> list[Atoms]:
-    """Every row of an ASE database (``.aselmdb`` or ``.db``); row data and pairs go to info."""
+    """Every row of an ASE database (``.aselmdb`` or ``.db``); row data and pairs go to info.
+
+    A row that cannot be decoded is an error naming the file and the row's index.
+    """
     if path.suffix == SUFFIX:
+        check_lmdb_file(path)  # a truncated LMDB would crash the process, not raise
         db = lmdb_database_cls()(path, readonly=True, use_lock_file=False)
     else:
         from ase.db import connect
 
         db = connect(str(path), use_lock_file=False)
+    out: list[Atoms] = []
     try:
-        out = []
         for row in db.select():
             atoms = row.toatoms()
             atoms.info.update(row.key_value_pairs)
@@ -101,6 +105,9 @@ def read_ase_db(path: Path) -> list[Atoms]:
                 atoms.info.update(row.data)
             out.append(atoms)
         return out
+    except Exception as exc:  # a corrupt row: say which
+        raise ValueError(f"{path}[{len(out)}]: could not decode the row "
+                         f"({type(exc).__name__}: {exc})") from exc
     finally:
         if hasattr(db, "close"):
             db.close()

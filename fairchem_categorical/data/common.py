@@ -10,6 +10,7 @@ never leaves a partial dataset behind.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,36 @@ def format_suffix(fmt: str) -> str:
     return FORMATS[fmt]
 
 
+def check_structure(atoms: Atoms, where: str) -> None:
+    """A structure a model can take: atoms, finite positions, known elements, a cell along
+    every periodic direction; otherwise a ValueError naming ``where``."""
+    if len(atoms) == 0:
+        raise ValueError(f"{where}: no atoms")
+    numbers = atoms.get_atomic_numbers()
+    if (numbers < 1).any() or (numbers > 118).any():
+        raise ValueError(f"{where}: atomic numbers must lie in 1..118, found "
+                         f"{sorted({int(z) for z in numbers if not 1 <= z <= 118})}")
+    if not np.isfinite(atoms.get_positions()).all():
+        raise ValueError(f"{where}: non-finite positions")
+    cell = np.asarray(atoms.get_cell())
+    if not np.isfinite(cell).all():
+        raise ValueError(f"{where}: non-finite cell")
+    missing = [axis for axis, periodic, vector in zip("abc", atoms.pbc, cell, strict=True)
+               if periodic and not np.linalg.norm(vector) > 1e-8]
+    if missing:
+        raise ValueError(f"{where}: periodic along {', '.join(missing)} but no cell vector "
+                         "there (a file without a lattice, or pbc set without a cell)")
+    if atoms.pbc.all() and abs(np.linalg.det(cell)) < 1e-8:
+        raise ValueError(f"{where}: periodic but the cell has zero volume")
+
+
 def labels(atoms: Atoms, where: str) -> tuple[float, np.ndarray]:
     """(energy, unconstrained forces) of a frame, or a ValueError naming ``where``.
 
     Reads calculator results directly, so nothing is (re)computed and constraints do not
-    zero the stored forces.
+    zero the stored forces. The structure itself is checked too (``check_structure``).
     """
+    check_structure(atoms, where)
     energy = label_energy(atoms, where, required=True)
     forces = label_forces(atoms, where, required=True)
     return energy, forces
@@ -91,6 +116,49 @@ def plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+_LMDB_MAGIC = 0xBEEFC0DE
+_NO_PAGE = 2**64 - 1  # an empty database's root
+
+
+def check_lmdb_file(path: Path) -> None:
+    """Refuse an LMDB file that is truncated or not LMDB, before LMDB maps it.
+
+    LMDB reads its pages through a memory map; a page beyond the end of a truncated file
+    kills the process (SIGBUS) instead of raising. Its two meta pages (page 0 and 1, the
+    newer one by transaction id) say how many pages the file holds: mm_last_pg + 1 pages
+    of mm_psize bytes (64-bit little-endian layout: magic at byte 16, psize at 40, the
+    root pages at 80 and 128, last page and txnid at 136 of each meta page). Damage
+    inside the data pages is LMDB's to find (it raises for most, not all of it).
+    """
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(64 * 1024 * 2)
+    if len(head) < 152 or struct.unpack_from("<I", head, 16)[0] != _LMDB_MAGIC:
+        raise ValueError(f"{path}: not an LMDB file (no LMDB header)")
+    psize = struct.unpack_from("<I", head, 40)[0]
+    if not 512 <= psize <= 64 * 1024 or size < 2 * psize or len(head) < psize + 152:
+        raise ValueError(f"{path}: truncated or corrupt LMDB file ({size} bytes, page size "
+                         f"{psize})")
+    metas = []
+    for offset in (0, psize):
+        magic = struct.unpack_from("<I", head, offset + 16)[0]
+        # the two databases' root pages (free list, main), then last page and txnid
+        roots = struct.unpack_from("<Q", head, offset + 80)[0], struct.unpack_from(
+            "<Q", head, offset + 128)[0]
+        last, txnid = struct.unpack_from("<QQ", head, offset + 136)
+        if magic == _LMDB_MAGIC:
+            metas.append((txnid, last, roots))
+    _, last, roots = max(metas)
+    if any(r != _NO_PAGE and not 2 <= r <= last for r in roots):
+        raise ValueError(f"{path}: corrupt LMDB file (its header points outside the file)")
+    needed = (last + 1) * psize
+    if size < needed:
+        raise ValueError(f"{path}: truncated LMDB file ({size} bytes; its header says "
+                         f"{needed}); the file was cut short (copy it again)")
+
+
 def remove_lmdb(path: Path) -> None:
     """Remove an LMDB file together with its ``-lock`` sidecar."""
     for p in (path, path.with_name(path.name + "-lock")):
@@ -118,10 +186,11 @@ def check_one_dataset(path: Path) -> None:
         )
 
 
-def write_metadata(folder: Path, natoms: Sequence[int]) -> Path:
+def write_metadata(folder: Path, natoms: Sequence[int], name: str = METADATA) -> Path:
     """``metadata.npz`` with the atom count of every structure, as fairchem's samplers read it."""
-    out = folder / METADATA
-    np.savez(out, natoms=np.asarray(natoms, dtype=np.int64))
+    out = folder / name
+    with out.open("wb") as fh:  # a file handle: np.savez would append .npz to other names
+        np.savez(fh, natoms=np.asarray(natoms, dtype=np.int64))
     return out
 
 
@@ -130,8 +199,10 @@ def safe_write(path: Path, suffix: str, natoms: Sequence[int], overwrite: bool,
     """Write one dataset file through ``write(path)``, then its folder's ``metadata.npz``.
 
     Call it after every frame has been validated. An existing file is only replaced with
-    ``overwrite``; a folder holding another dataset is refused; a failed write removes the
-    partial file (and the metadata it would have described).
+    ``overwrite``; a folder holding another dataset is refused. Both files are written
+    under temporary names (which no reader takes for a dataset) and moved into place when
+    complete, so a failed write leaves no partial dataset and an overwritten dataset
+    stays intact until its replacement is whole.
     """
     if path.suffix != suffix:
         raise ValueError(f"{path}: file name must end in {suffix} ({describe})")
@@ -145,15 +216,17 @@ def safe_write(path: Path, suffix: str, natoms: Sequence[int], overwrite: bool,
     if path.parent.is_dir():
         check_one_dataset(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_lmdb(path)
-    (path.parent / METADATA).unlink(missing_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial_meta = path.with_name(f".{METADATA}.partial-{os.getpid()}")
     try:
-        write(path)
-        write_metadata(path.parent, natoms)
-    except BaseException:
-        remove_lmdb(path)
-        (path.parent / METADATA).unlink(missing_ok=True)
-        raise
+        remove_lmdb(partial)
+        write(partial)
+        write_metadata(path.parent, natoms, partial_meta.name)
+        os.replace(partial, path)
+        os.replace(partial_meta, path.parent / METADATA)
+    finally:
+        remove_lmdb(partial)
+        partial_meta.unlink(missing_ok=True)
     # The writer's lock sidecar is useless to readers (they open with lock=False).
     path.with_name(path.name + "-lock").unlink(missing_ok=True)
     return path

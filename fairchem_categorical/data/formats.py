@@ -20,7 +20,10 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from fairchem_categorical.data.common import (
     FORMATS,
     check_one_dataset,
+    check_structure,
     format_suffix,
+    label_energy,
+    label_forces,
     labels,
 )
 
@@ -61,8 +64,12 @@ def _read_one(path: Path, label: str) -> list[Atoms]:
             images = read_ase_db(path)
         else:
             images = ase.io.read(path, index=":")
-    except ImportError:  # a missing optional package: its own message says what to install
-        raise
+    except ImportError as exc:  # a missing optional package: say which file needs it
+        raise ImportError(f"{label}: {exc}") from exc
+    except ValueError as exc:
+        if str(exc).startswith(label):  # already names the file (and the entry)
+            raise
+        raise ValueError(f"{label}: could not read structures ({exc})") from exc
     except Exception as exc:  # any parser failure becomes an error naming the file
         raise ValueError(
             f"{label}: could not read structures ({type(exc).__name__}: {exc})"
@@ -96,13 +103,15 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
 
     Supports anything ``ase.io.read`` understands (extxyz, traj, ...) plus ASE databases
     (``.db`` SQLite, ``.aselmdb`` LMDB; row data is merged into ``info``) and fairchem 1.10's
-    pyg-lmdb ``.lmdb`` files (needs torch_geometric). Every structure must have a finite
+    pyg-lmdb ``.lmdb`` files (needs torch_geometric). Every structure must have atoms,
+    finite positions, a cell along its periodic directions (``check_structure``), a finite
     energy and finite (N, 3) forces; otherwise a ValueError names the file and the 0-based
-    index in it, e.g. ``"data/x.xyz[3]: no forces"``. Nothing is skipped.
+    index in it, e.g. ``"data/x.xyz[3]: no forces"``. Nothing is skipped. Truncated or
+    corrupt LMDB files are errors naming the file (and the entry, where one is bad).
 
     A folder reads every ``.aselmdb`` (or every ``.lmdb``) in it. With
-    ``require_labels=False`` (prediction), structures without any calculator results pass
-    through unlabelled.
+    ``require_labels=False`` (prediction) labels are optional: a structure may carry none,
+    an energy only, or energy and forces; whatever it carries is checked as above.
 
     Returned frames carry a fresh SinglePointCalculator with energy, unconstrained forces
     (and stress if present).
@@ -115,13 +124,23 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
     for p in [f for path in paths for f in expand(Path(path))]:
         label = str(p)
         for i, atoms in enumerate(_read_one(Path(p), label)):
+            where = f"{label}[{i}]"
+            check_structure(atoms, where)
             if not require_labels and (atoms.calc is None or not atoms.calc.results):
+                atoms.calc = None
                 frames.append(atoms)
                 continue
-            energy, forces = labels(atoms, f"{label}[{i}]")
-            results: dict[str, Any] = {"energy": energy, "forces": forces}
+            if require_labels:
+                energy, forces = labels(atoms, where)
+            else:
+                energy = label_energy(atoms, where, required=False)
+                forces = label_forces(atoms, where, required=False)
+            results: dict[str, Any] = {k: v for k, v in (("energy", energy),
+                                                        ("forces", forces)) if v is not None}
             stress = atoms.calc.results.get("stress")
             if stress is not None:
+                if not np.isfinite(np.asarray(stress, dtype=float)).all():
+                    raise ValueError(f"{where}: non-finite stress")
                 results["stress"] = np.asarray(stress)
             atoms.calc = SinglePointCalculator(atoms, **results)
             frames.append(atoms)

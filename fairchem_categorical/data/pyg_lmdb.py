@@ -27,7 +27,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.geometry import wrap_positions
 
-from fairchem_categorical.data.common import labels, plain, safe_write
+from fairchem_categorical.data.common import check_lmdb_file, labels, plain, safe_write
 
 __all__ = ["read_pyg_lmdb", "write_pyg_lmdb"]
 
@@ -125,18 +125,29 @@ def write_pyg_lmdb(frames: Sequence[Atoms], path: str | Path, *, overwrite: bool
 def _load_all(path: Path) -> list[Any]:
     """Every ``Data`` of one file, in key order (``"length"`` if stored, as LmdbDataset)."""
     data_cls()  # unpickling needs torch_geometric: fail with the actionable error first
+    check_lmdb_file(path)  # a truncated LMDB would crash the process, not raise
     env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False,
                     meminit=False, max_readers=1)
     try:
         with env.begin() as txn:
             length = txn.get(_LENGTH_KEY)
-            n = pickle.loads(length) if length is not None else env.stat()["entries"]
+            try:
+                n = pickle.loads(length) if length is not None else env.stat()["entries"]
+            except Exception as exc:
+                raise ValueError(f"{path}: corrupt 'length' entry ({exc})") from exc
+            if not isinstance(n, int) or n < 0:
+                raise ValueError(f"{path}: corrupt 'length' entry ({n!r})")
             out = []
             for i in range(n):
                 value = txn.get(f"{i}".encode("ascii"))
                 if value is None:
-                    raise ValueError(f"{path}: key {i!r} missing (expected keys 0..{n - 1})")
-                out.append(pickle.loads(value))
+                    raise ValueError(f"{path}[{i}]: key {i!r} missing (expected keys "
+                                     f"0..{n - 1})")
+                try:
+                    out.append(pickle.loads(value))
+                except Exception as exc:  # unpickling garbage raises almost anything
+                    raise ValueError(f"{path}[{i}]: corrupt entry, not a pickled Data "
+                                     f"({type(exc).__name__}: {exc})") from exc
             return out
     finally:
         env.close()
@@ -192,4 +203,11 @@ def read_pyg_lmdb(path: str | Path) -> list[Atoms]:
     ``pbc`` (all periodic if not stored, as fairchem 1.10 assumes) and ``sid``/``fid`` in
     ``info``. Positions are the stored (wrapped, float32) ones.
     """
-    return [_to_atoms(data) for data in _load_all(Path(path))]
+    out = []
+    for i, data in enumerate(_load_all(Path(path))):
+        try:
+            out.append(_to_atoms(data))
+        except Exception as exc:  # an entry without the fields a structure needs
+            raise ValueError(f"{path}[{i}]: not a structure ({type(exc).__name__}: {exc})"
+                             ) from exc
+    return out

@@ -23,7 +23,12 @@ from ase.calculators.calculator import Calculator
 from fairchem.core.common.relaxation.ase_utils import OCPCalculator
 from fairchem.core.datasets import data_list_collater
 
-from fairchem_categorical.ase_results import copy_to_info, implemented, structure_results
+from fairchem_categorical.ase_results import (
+    copy_to_info,
+    implemented,
+    mark_unseen_elements,
+    structure_results,
+)
 from fairchem_categorical.fairchem1.predict import LoadedModel, predict_batch
 
 _ASE_PROPERTIES = ("energy", "free_energy", "forces", "stress")
@@ -45,6 +50,7 @@ class CategoricalCalculator(OCPCalculator):
                                            else [])]
         self.base_properties = [p for p in base if p in _ASE_PROPERTIES]
         self.implemented_properties = list(self.base_properties)
+        self._warned: set[int] = set()
 
     def calculate_batch(self, frames: Sequence[Atoms], batch_size: int = 8
                         ) -> list[dict[str, Any]]:
@@ -57,10 +63,14 @@ class CategoricalCalculator(OCPCalculator):
             chunk = frames[start:start + batch_size]
             if any(len(a) == 0 for a in chunk):
                 raise ValueError("Atoms object has no atoms inside.")
-            # TODO(issue 9): check for elements the model never saw here, once the core has it
             batch = data_list_collater([self.a2g.convert(a) for a in chunk], otf_graph=True)
             out, extras = predict_batch(self.loaded, batch, self.seed + start)
-            results.extend(structure_results(out, extras, batch.natoms))
+            chunk_results = structure_results(out, extras, batch.natoms)
+            head = self.loaded.energy_head
+            mark_unseen_elements(chunk_results, (a.numbers for a in chunk),
+                                 None if head is None else head.energy_transform.spec,
+                                 self._warned)
+            results.extend(chunk_results)
         return results
 
     def calculate(self, atoms: Atoms, properties: list[str], system_changes: list[str]

@@ -21,8 +21,9 @@ from fairchem_categorical.binner import TargetBinner
 class CategoricalLmdbDataset(LmdbDataset):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
+        # per-item clamp counts travel with the batch to CategoricalTrainer
         self.binner = TargetBinner(config.get("categorical"), histograms=True,
-                                   owner="categorical_lmdb")
+                                   owner="categorical_lmdb", tally_fields=True)
 
     def __getitem__(self, idx: int):
         return self.binner(super().__getitem__(idx), idx)

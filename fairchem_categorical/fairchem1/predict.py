@@ -23,7 +23,12 @@ from fairchem.core.modules.normalization.normalizer import create_normalizer
 from fairchem.core.preprocessing import AtomsToGraphs
 
 from fairchem_categorical.fairchem1.heads import CategoricalDirectForceHead, CategoricalEnergyHead
-from fairchem_categorical.predictions import StructurePrediction, predict_frames, seeded
+from fairchem_categorical.predictions import (
+    StructurePrediction,
+    flag_unseen_elements,
+    predict_frames,
+    seeded,
+)
 
 # the OCP trainer's names for normalizers of checkpoints older than fairchem 1.0
 _OLD_KEYS = {"target": "energy", "grad_target": "forces"}
@@ -175,7 +180,11 @@ def predict_atoms(
     loaded = LoadedModel(checkpoint, device)
     a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
                         r_fixed=True, r_pbc=True)
-    return predict_frames(
+    preds = predict_frames(
         frames, batch_size,
         lambda chunk: data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True),
         lambda batch, start: predict_batch(loaded, batch, seed + start), progress)
+    head = loaded.energy_head
+    flag_unseen_elements(preds, frames, None if head is None else head.energy_transform.spec,
+                         progress)
+    return preds

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from fairchem_categorical import clipping
 from fairchem_categorical.bins import read_bins
 from fairchem_categorical.runs import FAIRCHEM_CLI, check_trained, run_logged
 
@@ -104,4 +105,6 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
     log = run_dir / f"{timestamp_id}.log"
     if say:
         say(f"training {config.name} -> {run_dir} (log: {log})")
-    return check_trained(run_logged(cmd, log, say), final_checkpoint(run_dir, timestamp_id), log)
+    final = check_trained(run_logged(cmd, log, say), final_checkpoint(run_dir, timestamp_id), log)
+    clipping.report(final.parent, say)  # written by CategoricalTrainer beside the checkpoint
+    return final

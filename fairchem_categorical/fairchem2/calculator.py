@@ -34,7 +34,13 @@ from fairchem.core.units.mlip_unit.api.inference import (
 )
 from fairchem.core.units.mlip_unit.predict import MLIPPredictUnit
 
-from fairchem_categorical.ase_results import copy_to_info, implemented, structure_results
+from fairchem_categorical.ase_results import (
+    copy_to_info,
+    implemented,
+    mark_unseen_elements,
+    structure_results,
+)
+from fairchem_categorical.fairchem2.heads import CategoricalEnergyHead
 from fairchem_categorical.fairchem2.predict import (
     DEFAULT_SETTINGS,
     CategoricalPredictUnit,
@@ -68,6 +74,9 @@ class CategoricalCalculator(FAIRChemCalculator):
         self.seed = int(predict_unit._seed if seed is None else seed)
         self.base_properties = [p for p in self.implemented_properties if p in _ASE_PROPERTIES]
         self.implemented_properties = list(self.base_properties)
+        head = predict_unit.head(CategoricalEnergyHead)
+        self.energy_transform = None if head is None else head.energy_transform.spec
+        self._warned: set[int] = set()
 
     @classmethod
     def from_model_checkpoint(
@@ -102,7 +111,6 @@ class CategoricalCalculator(FAIRChemCalculator):
         if np.all(atoms.pbc) and np.allclose(atoms.cell, 0):
             raise AllZeroUnitCellError
         self.predictor.validate_atoms_data(atoms, self.task_name)
-        # TODO(issue 9): check for elements the model never saw here, once the core has it
 
     def calculate_batch(self, frames: Sequence[Atoms], batch_size: int = 8
                         ) -> list[dict[str, Any]]:
@@ -120,7 +128,10 @@ class CategoricalCalculator(FAIRChemCalculator):
                 self._check(atoms)
             batch = atomicdata_list_to_batch([self.a2g(a) for a in chunk])
             out, extras = predict_batch(self.predictor, batch, self.seed + start)
-            results.extend(structure_results(out, extras, batch.natoms))
+            chunk_results = structure_results(out, extras, batch.natoms)
+            mark_unseen_elements(chunk_results, (a.numbers for a in chunk),
+                                 self.energy_transform, self._warned)
+            results.extend(chunk_results)
         return results
 
     def calculate(self, atoms: Atoms, properties: list[str], system_changes: list[str]

@@ -9,11 +9,16 @@ import torch
 HEAD_CLASS = "CategoricalEnergyHead"
 
 
-def _temperature_keys(ckpt) -> list[str]:  # noqa: ANN001
-    heads = [name for name, cfg in ckpt.model_config["heads"].items()
-             if str(cfg.get("module", "")).endswith(HEAD_CLASS)]
-    if not heads:
-        raise ValueError("the checkpoint has no categorical energy head to calibrate")
+def _temperature_keys(ckpt, path: str | Path) -> list[str]:  # noqa: ANN001
+    heads = {name: str(cfg.get("module", "")) for name, cfg in
+             (getattr(ckpt, "model_config", None) or {}).get("heads", {}).items()}
+    if not any(module.endswith(HEAD_CLASS) for module in heads.values()):
+        found = ", ".join(m.rsplit(".", 1)[-1] for m in heads.values()) or "none"
+        raise ValueError(
+            f"calibrate needs a categorical checkpoint (one with a {HEAD_CLASS}); {path} "
+            f"has no categorical energy head (its heads: {found}), so there is no histogram "
+            "to calibrate")
+    heads = [name for name, module in heads.items() if module.endswith(HEAD_CLASS)]
     keys = [k for k in ckpt.model_state_dict
             if k.endswith(".support.temperature") and any(f"output_heads.{h}." in k
                                                           for h in heads)]
@@ -22,10 +27,16 @@ def _temperature_keys(ckpt) -> list[str]:  # noqa: ANN001
     return keys
 
 
+def require_categorical(checkpoint: str | Path) -> None:
+    """A clear error, before any prediction, if ``checkpoint`` has nothing to calibrate."""
+    _temperature_keys(torch.load(checkpoint, map_location="cpu", weights_only=False),
+                      checkpoint)
+
+
 def write_temperature(checkpoint: str | Path, out: str | Path, factor: float) -> float:
     """Multiply the stored temperature by ``factor``; returns the new temperature."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    keys = _temperature_keys(ckpt)
+    keys = _temperature_keys(ckpt, checkpoint)
     new = float(ckpt.model_state_dict[keys[0]]) * factor
     for state in (ckpt.model_state_dict, ckpt.ema_state_dict):
         if not state:

@@ -22,7 +22,12 @@ from fairchem.core.units.mlip_unit.api.inference import (
 from fairchem.core.units.mlip_unit.predict import MLIPPredictUnit
 
 from fairchem_categorical.fairchem2.heads import CategoricalDirectForceHead, CategoricalEnergyHead
-from fairchem_categorical.predictions import StructurePrediction, predict_frames, seeded
+from fairchem_categorical.predictions import (
+    StructurePrediction,
+    flag_unseen_elements,
+    predict_frames,
+    seeded,
+)
 
 #: prediction over many different structures: MOLE experts unmerged, no compile (the
 #: "batch" preset of fairchem's inference settings)
@@ -137,7 +142,11 @@ def predict_atoms(
     """Energies, forces and (for categorical heads) uncertainties for each frame."""
     unit = load_unit(checkpoint, device)
     dataset_name = unit.energy_task.datasets[0]
-    return predict_frames(
+    preds = predict_frames(
         frames, batch_size,
         lambda chunk: atomicdata_list_to_batch([to_data(a, dataset_name) for a in chunk]),
         lambda batch, start: predict_batch(unit, batch, seed + start), progress)
+    head = unit.head(CategoricalEnergyHead)
+    flag_unseen_elements(preds, frames, None if head is None else head.energy_transform.spec,
+                         progress)
+    return preds

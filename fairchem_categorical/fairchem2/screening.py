@@ -54,7 +54,6 @@ def tools(checkpoint: str | Path, device: str = "cpu", task_name: str | None = N
     """The calculator and fairchem's placement and anomaly check, for ``screen``."""
     calc = CategoricalCalculator.from_model_checkpoint(checkpoint, task_name=task_name,
                                                        device=device, seed=seed)
-    # TODO(issue 9): refuse elements the model never saw, once the core check exists
     return ScreeningTools(calculator=calc, place=place, anomalies=detect_anomaly)
 
 

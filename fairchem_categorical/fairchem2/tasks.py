@@ -43,7 +43,9 @@ class CategoricalLoss(DDPMTLoss):
     """Cross-entropy on histogram logits with fairchem's DDP-correct reduction.
 
     Targets are binning-space scalars (one per system or per atom) encoded on the
-    fly, or histograms with the support's number of bins.
+    fly, or histograms with the support's number of bins. ``loss_fn.num_clipped`` /
+    ``loss_fn.num_targets`` count the scalar targets clamped to the support's edge, of
+    those seen; ``fairchem2.callbacks.OutOfSupportCallback`` reports them.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class CategoricalLoss(DDPMTLoss):
             safe = torch.where(mask.unsqueeze(-1), target, fill)
         else:
             safe = torch.where(mask, target, fill)
-        loss = self.loss_fn(input, safe) * mask
+        # the mask keeps fill values (and atoms the task ignores) out of the clamp counts
+        loss = self.loss_fn(input, safe, mask) * mask
         loss = self._reduction(input, mask, loss, natoms)
         return self.coefficient * loss

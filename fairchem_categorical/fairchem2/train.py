@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from fairchem_categorical import clipping
 from fairchem_categorical.bins import read_bins
 from fairchem_categorical.runs import FAIRCHEM_CLI, check_trained, run_logged
 
@@ -95,4 +96,6 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
     if say:
         say(f"training {config.name} -> {run_dir / timestamp_id} (log: {log})")
     code = run_logged([*FAIRCHEM_CLI, "-c", str(copied), *args], log, say)
-    return check_trained(code, final_checkpoint(run_dir, timestamp_id), log)
+    final = check_trained(code, final_checkpoint(run_dir, timestamp_id), log)
+    clipping.report(run_dir / timestamp_id, say)  # written by OutOfSupportCallback
+    return final

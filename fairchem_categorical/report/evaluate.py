@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +26,20 @@ from fairchem_categorical.report.plots import (
 
 
 def evaluate_files(predictions: str | Path, out: str | Path, npz: str | Path | None = None,
-                   ood_predictions: str | Path | None = None) -> dict[str, float]:
-    """``write_report`` for a predict CSV (its NPZ beside it, or ``npz``)."""
+                   ood_predictions: str | Path | None = None,
+                   say: Callable[[str], None] | None = None) -> dict[str, float]:
+    """``write_report`` for a predict CSV (its NPZ beside it, or ``npz``).
+
+    Without histograms (no NPZ found) the NLL and calibration are a Gaussian's of
+    (energy, energy_std); ``say`` is told so, and ``energy_nll_is_histogram`` is 0.
+    """
     cols, arrays = load_predictions(predictions, npz)
+    if "energy_probs" not in arrays and say is not None:
+        npz_path = Path(npz) if npz else Path(predictions).with_suffix(".npz")
+        why = "has no energy histograms" if npz_path.is_file() else "was not found"
+        say(f"note: {npz_path} {why}, so energy_nll and miscalibration_area use a "
+            "Gaussian(energy, energy_std), not the predicted histograms (pass --npz PATH if "
+            "the histograms are elsewhere)")
     ood = load_predictions(ood_predictions)[0] if ood_predictions else None
     return write_report(cols, arrays, out, ood)
 
@@ -46,7 +57,8 @@ def write_report(cols: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     err = np.abs(cols["energy"] - cols["energy_target"])
-    std = cols["energy_std"]
+    # an external CSV (an ensemble's, say) may have no std column: then no uncertainty plots
+    std = np.asarray(cols.get("energy_std", np.full(len(err), np.nan)), dtype=float)
     if np.isfinite(std).all():
         plot_error_vs_uncertainty(std, err, out / "error_vs_uncertainty.png")
         plot_rejection_curves({"energy_std": rejection_curve(std, err)},
@@ -64,11 +76,26 @@ def write_report(cols: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray
     return metrics
 
 
+def notes(metrics: Mapping[str, float]) -> list[str]:
+    """What a person must know to read the metrics: rows left out of the rankings."""
+    out = []
+    for key, what in (("n_nonfinite_energy", "a non-finite predicted energy"),
+                      ("n_nonfinite_uncertainty", "a non-finite uncertainty"),
+                      ("n_ood_nonfinite_uncertainty", "a non-finite uncertainty (OOD set)")):
+        n = metrics.get(key, 0)
+        if isinstance(n, float) and math.isfinite(n) and n > 0:
+            out.append(f"{int(n)} structure(s) with {what} were left out of the Spearman, "
+                       "rejection and AUROC scores")
+    return out
+
+
 def format_metrics(metrics: dict[str, float]) -> str:
     width = max(len(k) for k in metrics)
     lines = []
     for key, value in metrics.items():
+        counted = key == "n" or key.startswith("n_")
         text = "n/a" if isinstance(value, float) and math.isnan(value) else (
+            f"{int(value)}" if counted else
             f"{value:.4f}" if isinstance(value, float) else str(value))
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)

@@ -327,6 +327,23 @@ METRIC_KEYS = (
     "auroc_energy_std", "auroc_energy_entropy", "auroc_energy_std_per_atom",
     "auroc_energy_edge_mass",
 )
+# rows the ranking metrics (Spearman, rejection, AUROC) leave out, counted, never silent
+METRIC_KEYS = (*METRIC_KEYS, "n_nonfinite_energy", "n_nonfinite_uncertainty",
+               "n_ood_nonfinite_uncertainty")
+
+
+def _nonfinite_rows(columns: Mapping[str, ArrayLike] | None, names: tuple[str, ...]) -> float:
+    """Rows where any present uncertainty column (one with some finite value) is not finite;
+    NaN if no such column is present (nothing is ranked)."""
+    bad = None
+    for name in names:
+        x = _column(columns, name)
+        if x is not None:
+            bad = ~np.isfinite(x) if bad is None else bad | ~np.isfinite(x)
+    return float(bad.sum()) if bad is not None else math.nan
+
+
+UNCERTAINTY_COLUMNS = ("energy_std", "energy_entropy", "energy_edge_mass")
 
 
 def _column(columns: Mapping[str, ArrayLike] | None, name: str) -> np.ndarray | None:
@@ -373,6 +390,8 @@ def evaluate_predictions(columns: Mapping[str, ArrayLike],
     if natoms is None and "natoms" in arrays:
         natoms = _flat(arrays["natoms"])
     out["n"] = float(n)
+    out["n_nonfinite_energy"] = float((~np.isfinite(energy)).sum())
+    out["n_nonfinite_uncertainty"] = _nonfinite_rows(columns, UNCERTAINTY_COLUMNS)
     out["energy_mae"] = float(np.mean(abs_err))
     out["energy_rmse"] = float(np.sqrt(np.mean(err**2)))
     if natoms is not None:
@@ -436,6 +455,7 @@ def evaluate_predictions(columns: Mapping[str, ArrayLike],
                     out[f"spearman_{name}"] = spearman(u[free], atom_err)
 
     if ood_columns is not None:
+        out["n_ood_nonfinite_uncertainty"] = _nonfinite_rows(ood_columns, UNCERTAINTY_COLUMNS)
         # edge mass: probability in the outermost bins, where a target beyond the
         # support piles up; a categorical model's sign that it is extrapolating
         for name in ("energy_std", "energy_entropy", "energy_edge_mass"):

@@ -65,3 +65,33 @@ def test_items_without_energy_or_a_block_without_energy_are_errors() -> None:
         TargetBinner({"energy": ENERGY}, histograms=True)
     with pytest.raises(ValueError, match="item 4 has no 'energy'"):
         TargetBinner({"energy": ENERGY})({"atomic_numbers": torch.tensor([1])}, 4)
+
+
+def test_tally_fields_mark_each_clamped_target_of_the_item() -> None:
+    """fairchem 1.10's trainer sums these in the main process: counts made in a
+    dataloader worker would otherwise stay there."""
+    binner = TargetBinner({"energy": ENERGY, "support": SUPPORT, "force_support": FORCE_SUPPORT},
+                          histograms=True, tally_fields=True)
+    big = np.array([[9.0, 0.0, 0.0], [0.0, 0.0, 0.1], [0.0, 7.0, 0.0]])
+    outside = binner(_item(60.0, [29, 29, 1], big), 0)
+    assert outside["energy_categorical_outside"].tolist() == [1]
+    assert outside["force_magnitude_outside"].tolist() == [1, 0, 1]  # |F| 9 and 7 > 5
+    inside = binner(_item(-6.0, [29, 29, 1], big / 10), 1)
+    assert inside["energy_categorical_outside"].tolist() == [0]
+    assert inside["force_magnitude_outside"].tolist() == [0, 0, 0]
+    assert "energy_categorical_outside" not in TargetBinner({"energy": ENERGY})(
+        _item(-6.0, [29, 29, 1]), 0)
+
+
+def test_elements_the_bins_never_saw_are_warned_once_each(caplog) -> None:
+    binner = TargetBinner({"energy": {**ENERGY, "elements": [1, 29]}})
+    with caplog.at_level(logging.WARNING):
+        binner(_item(-6.0, [29, 29, 1]), 0)
+        binner(_item(-6.0, [79, 29, 8]), 1)  # Au and O: unseen
+        binner(_item(-6.0, [79, 8]), 2)  # nothing new
+        binner(_item(-6.0, [78]), 3)  # Pt: new
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2
+    assert "item 1 holds O Au" in warned[0] and "never fitted on" in warned[0]
+    assert "item 3 holds Pt" in warned[1]
+    assert binner.unseen == {8, 78, 79}

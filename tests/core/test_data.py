@@ -352,3 +352,58 @@ def test_second_dataset_in_one_folder_is_refused(frames: list[Atoms], tmp_path: 
     # the folder form works, one dataset per folder
     assert convert([src], tmp_path / "out_test") == 6
     assert len(read_frames([tmp_path / "out_test"])) == 6
+
+
+def test_a_failed_overwrite_keeps_the_old_dataset(frames: list[Atoms], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new file is written under a temporary name and moved into place only when whole:
+    a write that dies half-way (disk full) leaves the old dataset and its metadata as they
+    were, and no partial file."""
+    import fairchem_categorical.data.common as common
+
+    folder = tmp_path / "ds"
+    write_aselmdb(frames[:3], folder / "data.aselmdb")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_savez = np.savez
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(common.np, "savez", disk_full)  # dies after the data file
+    with pytest.raises(OSError, match="No space left"):
+        write_aselmdb(frames[:5], folder / "data.aselmdb", overwrite=True)
+    monkeypatch.setattr(common.np, "savez", real_savez)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert len(read_frames([folder])) == 3
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Atoms(), "no atoms"),
+    (lambda: Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]], pbc=True),
+     "periodic along a, b, c but no cell vector there"),
+    (lambda: Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]], cell=[5, 5, 0], pbc=[1, 1, 0]),
+     None),  # a slab without a vacuum vector: fine, not periodic along c
+    (lambda: Atoms("H2", positions=[[0, 0, 0], [0, 0, np.nan]], cell=[5, 5, 5], pbc=True),
+     "non-finite positions"),
+    (lambda: Atoms("XH", positions=[[0, 0, 0], [0, 0, 0.7]], cell=[5, 5, 5], pbc=True),
+     "atomic numbers must lie in 1..118, found [0]"),
+])
+def test_structures_a_model_cannot_take(tmp_path: Path, make, message) -> None:
+    atoms = make()
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((len(atoms), 3)))
+    path = tmp_path / "s.traj"
+    ase.io.write(path, [atoms])
+    if message is None:
+        assert len(read_frames([path])) == 1
+    else:
+        with pytest.raises(ValueError, match=rf"s\.traj\[0\]: {message.replace('[', '.')}"):
+            read_frames([path])
+
+
+def test_non_finite_stress_is_an_error(tmp_path: Path) -> None:
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]], cell=[5, 5, 5], pbc=True)
+    atoms.calc = SinglePointCalculator(atoms, energy=1.0, forces=np.zeros((2, 3)),
+                                       stress=np.array([0, 0, np.nan, 0, 0, 0.0]))
+    ase.io.write(tmp_path / "st.traj", [atoms])
+    with pytest.raises(ValueError, match=r"st\.traj\[0\]: non-finite stress"):
+        read_frames([tmp_path / "st.traj"])

@@ -46,7 +46,7 @@ def test_loc_gain_scales_the_location_units() -> None:
     layer = LocationScaleLogits(1, SUPPORT, loc0=0.0, scale0=0.5, loc_gain=1 / 0.05)
     with torch.no_grad():
         layer.location.bias.fill_(0.05)  # 0.05 "eV" -> 1.0 support units
-    mean = float(SUPPORT.mean(layer(torch.zeros(1, 1))))
+    mean = float(SUPPORT.mean(layer(torch.zeros(1, 1))).detach())
     assert mean == pytest.approx(1.0, abs=0.02)
 
 

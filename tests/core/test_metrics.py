@@ -346,8 +346,9 @@ def test_evaluate_predictions_missing_pieces_are_nan() -> None:
     bare = {k: cols[k] for k in ("energy", "energy_target")}
     out = evaluate_predictions(bare, None)
     assert out["energy_mae"] == pytest.approx(np.abs(cols["energy"] - cols["energy_target"]).mean())
+    assert out["n_nonfinite_energy"] == 0  # a count, known without any uncertainty
     for key in METRIC_KEYS:
-        if key not in ("n", "energy_mae", "energy_rmse"):
+        if key not in ("n", "energy_mae", "energy_rmse", "n_nonfinite_energy"):
             assert math.isnan(out[key]), key
 
 

@@ -10,6 +10,7 @@ import torch
 
 from fairchem_categorical.ensemble import combine
 from fairchem_categorical.predictions import (
+    TEXT_COLUMNS,
     StructurePrediction,
     as_columns,
     load_predictions,
@@ -98,7 +99,8 @@ def test_files_round_trip_to_the_same_columns_and_arrays(tmp_path) -> None:
     back_cols, back_arrays = load_predictions(csv_path)
     assert list(back_cols["sid"]) == ["s0", "s1"]
     for key, value in cols.items():
-        if key == "sid":
+        if key in TEXT_COLUMNS:
+            assert list(back_cols[key]) == list(value), key
             continue
         np.testing.assert_allclose(back_cols[key], value, equal_nan=True, err_msg=key)
     assert set(back_arrays) == set(arrays) == {
@@ -128,3 +130,47 @@ def test_ensemble_combines_mean_and_spread() -> None:
     b[1].sid = "other"
     with pytest.raises(ValueError, match="disagree on structure 1"):
         combine([a, b])
+
+
+def test_a_failed_write_leaves_the_previous_files_whole(tmp_path, monkeypatch) -> None:
+    preds = _records()
+    csv_path, npz_path = write_predictions(preds, tmp_path / "p.csv")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)  # the CSV is done, the NPZ fails
+    changed = _records()
+    changed[0].energy = 123.0
+    with pytest.raises(OSError, match="No space"):
+        write_predictions(changed, csv_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_csv_and_npz_of_different_lengths_are_refused(tmp_path) -> None:
+    csv_path, _ = write_predictions(_records(), tmp_path / "p.csv")
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(lines[:-1]))  # cut at a row boundary: 1 row left
+    with pytest.raises(ValueError, match=r"p\.csv has 1 rows but .*p\.npz holds 2 structures"):
+        load_predictions(csv_path)
+
+
+def test_flag_unseen_elements_marks_rows_and_says_which() -> None:
+    from ase import Atoms
+
+    from fairchem_categorical.predictions import flag_unseen_elements
+    from fairchem_categorical.targets import EnergyTransform
+
+    frames = [Atoms("CuO"), Atoms("AuO"), Atoms("H2"), Atoms("AuZn")]
+    preds = [StructurePrediction(index=i, sid=str(i), natoms=2, energy=0.0,
+                                 forces=np.zeros((2, 3))) for i in range(4)]
+    said: list[str] = []
+    known = EnergyTransform(elements=[1, 8, 29])
+    assert flag_unseen_elements(preds, frames, known, said.append) == [1, 3]
+    assert [p.unseen_elements for p in preds] == ["", "Au", "", "Zn Au"]
+    assert said == ["warning: 2 of 4 structures hold elements the model never saw in training "
+                    "(Zn in 1 (3); Au in 2 (1, 3); indices in input order): their energies "
+                    "are unreliable (element reference 0 eV); the CSV marks them in "
+                    "'unseen_elements'"]
+    assert flag_unseen_elements(preds, frames, None, said.append) == [] and len(said) == 1

@@ -153,3 +153,27 @@ def test_symmetric_support_round_trip_is_unbiased_near_zero():
 def test_force_support_must_start_at_zero_or_be_symmetric():
     with pytest.raises(ValueError, match="symmetric"):
         ForceMagnitudeReadout(8, 8, {"low": -1.0, "high": 5.0, "num_bins": 16})
+
+
+def test_energy_transform_state_carries_the_fitted_elements() -> None:
+    """New checkpoints store the elements; a head built without them (an older config)
+    takes them from the checkpoint; a checkpoint without them (written before they were
+    recorded) loads as before; different elements are refused."""
+    fitted = {**ENERGY, "elements": [1, 8, 29]}
+    saved = EnergyTransformState(fitted).state_dict()
+    assert saved["_extra_state"]["elements"] == [1, 8, 29]
+    bare = EnergyTransformState(ENERGY)
+    bare.load_state_dict(saved)
+    assert bare.spec.elements == [1, 8, 29]
+    legacy = {"_extra_state": {k: v for k, v in saved["_extra_state"].items()
+                               if k != "elements"}}
+    kept = EnergyTransformState(fitted)
+    kept.load_state_dict(legacy)
+    assert kept.spec.elements == [1, 8, 29]
+    with pytest.raises(ValueError, match="elements: checkpoint"):
+        EnergyTransformState({**ENERGY, "elements": [1, 8]}).load_state_dict(saved)
+
+
+def test_energy_readout_refuses_the_total_level() -> None:
+    with pytest.raises(ValueError, match="not size-extensive"):
+        CategoricalEnergyReadout(4, 8, SUPPORT, {**ENERGY, "level": "total"})

@@ -35,3 +35,9 @@ def test_check_trained_names_the_log_tail(tmp_path) -> None:
 
 def test_progress_text_drops_fairchem_prefix() -> None:
     assert progress_text("2026 [/a/b.py:12] (INFO): energy_mae: 0.1\n") == "energy_mae: 0.1"
+
+
+def test_progress_text_drops_warning_and_logger_prefixes() -> None:
+    assert progress_text("2026 (WARNING): item 3 holds Zn\n") == "item 3 holds Zn"
+    assert progress_text("WARNING:root:item 3 holds Zn") == "item 3 holds Zn"
+    assert progress_text("INFO:root:out of support, epoch 1") == "out of support, epoch 1"

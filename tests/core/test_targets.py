@@ -10,7 +10,7 @@ import torch
 
 from fairchem_categorical.bins import fit_bins, fit_element_references
 from fairchem_categorical.histogram import HistogramSupport, SupportSpec
-from fairchem_categorical.targets import MAX_Z, EnergyTransform
+from fairchem_categorical.targets import MAX_Z, EnergyTransform, element_symbols
 
 TRUE_REFS = {1: -3.4, 6: -7.9, 8: -4.95, 26: -8.3, 79: -3.2}
 
@@ -127,7 +127,14 @@ def test_fit_element_references_recovers_known_energies() -> None:
 # -- fit_bins -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("level", ["per_atom", "total"])
+def test_fit_bins_refuses_the_total_level() -> None:
+    """The heads take per-atom bins only (a total-energy histogram is not extensive), so
+    fit-bins refuses to write a file they would refuse."""
+    with pytest.raises(ValueError, match="fit-bins does not support energy level 'total'"):
+        fit_bins(iter(synthetic_structures()), level="total")
+
+
+@pytest.mark.parametrize("level", ["per_atom"])
 def test_fit_bins_on_synthetic_data(level: str) -> None:
     data = synthetic_structures()
     margin = 0.25
@@ -221,3 +228,38 @@ def test_bins_fit_to_dict_round_trips_into_supports() -> None:
     assert d["support"]["sigma_ratio"] == 1.25
     assert d["stats"]["num_structures"] == 10
     assert EnergyTransform(**d["energy"]).to_dict() == d["energy"]
+
+
+# -- the elements the bins were fitted on --------------------------------------------
+
+
+def test_fit_bins_records_the_elements_and_the_transform_flags_others() -> None:
+    data = synthetic_structures()
+    fit = fit_bins(iter(data))
+    present = sorted({int(z) for zs, _, _ in data for z in zs})
+    assert fit.energy.elements == present == sorted(TRUE_REFS)
+    assert fit.to_dict()["energy"]["elements"] == present
+    again = EnergyTransform(**fit.to_dict()["energy"])  # what a bins file / config gives
+    assert again.elements == present
+    assert again.unseen_elements(torch.tensor([1, 8, 8])) == []
+    assert again.unseen_elements(torch.tensor([8, 29, 1, 78, 29])) == [29, 78]
+
+
+def test_without_recorded_elements_the_non_zero_references_stand_in() -> None:
+    """Bins files and checkpoints written before elements were recorded still say what
+    they can: an element with a fitted (non-zero) reference was seen; with no references
+    at all nothing is known and nothing is flagged."""
+    refs = [0.0] * MAX_Z
+    refs[1], refs[29] = -1.0, -3.0
+    legacy = EnergyTransform(element_references=refs)
+    assert legacy.elements is None and "elements" not in legacy.to_dict()
+    assert legacy.known_elements() == {1, 29}
+    assert legacy.unseen_elements(torch.tensor([1, 29, 46])) == [46]
+    assert EnergyTransform().unseen_elements(torch.tensor([46])) == []
+
+
+def test_element_symbols_and_bad_elements() -> None:
+    assert element_symbols([79, 46, 1]) == "Au Pd H"
+    with pytest.raises(ValueError, match="atomic numbers in 1..99"):
+        EnergyTransform(elements=[0, 8])
+    assert EnergyTransform(elements=[8, 1, 8]).elements == [1, 8]

@@ -34,6 +34,9 @@ TINY_ESEN = [
     "--model.backbone.num_distance_basis=32",
 ]
 FAST = ["--print-every=1", "--logger=tensorboard"]
+# enough steps on 12 structures for the (EMA) weights to leave the untrained prior
+QUICK = ["--optim.batch_size=2", "--optim.ema_decay=0.5", "--optim.lr_initial=5e-3"]
+EQV2_EPOCHS = 6
 
 
 def _run(cmd: list[str]) -> list[str]:
@@ -61,21 +64,28 @@ def pyg_bins(pyg_data, tmp_path_factory) -> Path:
     return write_bins(fit, tmp_path_factory.mktemp("bins") / "bins.yaml", [pyg_data["train"]])
 
 
-def _train(config: str, data, bins, run_dir: Path, *overrides: str, epochs: int = 2) -> Path:
+def _train_lines(config: str, data, bins, run_dir: Path, *overrides: str, epochs: int = 2
+                 ) -> tuple[Path, list[str]]:
     args = ["train", str(CONFIGS / config), "--train-data", str(data["train"]),
             "--val-data", str(data["val"]), "--max-epochs", str(epochs),
             "--run-dir", str(run_dir), *FAST, *overrides]
     if bins is not None:
         args[4:4] = ["--bins", str(bins)]
-    ckpt = Path(_cli(*args)[-1])  # the CLI's last line is the final checkpoint
+    lines = _cli(*args)
+    ckpt = Path(lines[-1])  # the CLI's last line is the final checkpoint
     assert ckpt.name == "checkpoint.pt" and ckpt.is_file()
-    return ckpt
+    return ckpt, lines
+
+
+def _train(config: str, data, bins, run_dir: Path, *overrides: str, epochs: int = 2) -> Path:
+    return _train_lines(config, data, bins, run_dir, *overrides, epochs=epochs)[0]
 
 
 @pytest.fixture(scope="module")
 def eqv2_categorical(pyg_data, pyg_bins, tmp_path_factory) -> Path:
     return _train("equiformer_v2_categorical.yml", pyg_data, pyg_bins,
-                  tmp_path_factory.mktemp("eqv2_cat"), *TINY_EQV2)
+                  tmp_path_factory.mktemp("eqv2_cat"), *TINY_EQV2, *QUICK,
+                  epochs=EQV2_EPOCHS)
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +131,75 @@ def test_categorical_equiformer_v2_predictions(eqv2_categorical, pyg_data, tmp_p
     assert np.isfinite(arrays["forces"]).all() and (arrays["forces_std"] > 0).all()
     decoded = (arrays["energy_probs"] * arrays["energy_bin_centers"]).sum(1)
     np.testing.assert_allclose(decoded, cols["energy"], rtol=1e-5, atol=1e-3)
-    # trained, not the untrained prior: energies land within the data's spread
-    err = np.abs(cols["energy"] - cols["energy_target"])
-    assert err.mean() < np.abs(cols["energy_target"] - cols["energy_target"].mean()).mean() + 5
+
+
+def _prior_on(frames, bins: dict) -> tuple[np.ndarray, np.ndarray]:
+    """What the untrained heads predict, by hand: the zero-initialised location layer gives
+    every structure the histogram p_k ~ exp(-c_k^2 / 2) over the binning-space centres,
+    so E = sum refs + N (mean + std E_p[c]). Returns (energies, per-structure NLL of the
+    target's bin)."""
+    s, e = bins["support"], bins["energy"]
+    edges = np.linspace(s["low"], s["high"], s["num_bins"] + 1)
+    c = (edges[1:] + edges[:-1]) / 2
+    p = np.exp(-0.5 * c**2)
+    p /= p.sum()
+    refs = np.asarray(e["element_references"])
+    energy, nll = [], []
+    for atoms in frames:
+        n, ref = len(atoms), refs[atoms.numbers].sum()
+        energy.append(ref + n * (e["mean"] + e["std"] * float(p @ c)))
+        y = ((atoms.calc.results["energy"] - ref) / n - e["mean"]) / e["std"]
+        k = int(np.clip(np.floor((y - s["low"]) / (edges[1] - edges[0])), 0, len(c) - 1))
+        nll.append(-np.log(p[k]))
+    return np.array(energy), np.array(nll)
+
+
+def _target_nll(cols, arrays) -> np.ndarray:
+    centers, probs, t = arrays["energy_bin_centers"], arrays["energy_probs"], \
+        cols["energy_target"]
+    w = centers[:, 1] - centers[:, 0]
+    k = np.clip(np.floor((t - centers[:, 0] + w / 2) / w).astype(int), 0, centers.shape[1] - 1)
+    return -np.log(np.maximum(probs[np.arange(len(k)), k], 1e-30))
+
+
+def test_categorical_equiformer_v2_learned_beyond_its_prior(eqv2_categorical, pyg_data,
+                                                            pyg_bins, tmp_path) -> None:
+    """Trained, not the untrained prior: on the data it trained on, the histogram gives the
+    targets more probability and the energies are closer than the prior's (computed by
+    hand). An untrained model predicts the prior exactly and fails both."""
+    import yaml
+
+    from fairchem_categorical.data import read_frames
+
+    out = tmp_path / "train_preds.csv"
+    cols = _predict(eqv2_categorical, pyg_data["train"], out)
+    arrays = np.load(out.with_suffix(".npz"))
+    prior_energy, prior_nll = _prior_on(read_frames([pyg_data["train"]]),
+                                        yaml.safe_load(pyg_bins.read_text()))
+    target = cols["energy_target"]
+    assert _target_nll(cols, arrays).mean() < prior_nll.mean() - 0.1
+    assert np.abs(cols["energy"] - target).mean() < 0.98 * np.abs(prior_energy - target).mean()
+
+
+def test_equiformer_v2_run_counts_targets_outside_the_support(eqv2_categorical, pyg_data,
+                                                              pyg_bins) -> None:
+    """The shipped config's run (energy and force-magnitude histograms): its summary holds
+    what the data and the bins give by hand, per epoch and over the run."""
+    import json
+
+    import yaml
+
+    from fairchem_categorical.clipping import SUMMARY_FILE
+    from fairchem_categorical.data import read_frames
+    from tests.reference import out_of_support_by_hand, times
+
+    spec = yaml.safe_load(pyg_bins.read_text())
+    train = out_of_support_by_hand(read_frames([pyg_data["train"]]), spec, forces=True)
+    val = out_of_support_by_hand(read_frames([pyg_data["val"]]), spec, forces=True)
+    summary = json.loads((eqv2_categorical.parent / SUMMARY_FILE).read_text())
+    assert summary["train"] == times(train, EQV2_EPOCHS)
+    assert summary["val"] == times(val, EQV2_EPOCHS)
+    assert len(summary["epochs"]["train"]) == len(summary["epochs"]["val"]) == EQV2_EPOCHS
 
 
 def test_scalar_equiformer_v2_predictions(eqv2_scalar, pyg_data, tmp_path) -> None:
@@ -137,15 +213,49 @@ def test_scalar_equiformer_v2_predictions(eqv2_scalar, pyg_data, tmp_path) -> No
     assert err < 0.5 * np.abs(cols["energy_target"]).mean()
 
 
-def test_categorical_esen_conservative_forces(pyg_data, pyg_bins, tmp_path) -> None:
-    ckpt = _train("esen_categorical_conserving.yml", pyg_data, pyg_bins, tmp_path / "run",
-                  *TINY_ESEN)
-    cols = _predict(ckpt, pyg_data["test"], tmp_path / "preds.csv")
-    assert np.isfinite(cols["energy"]).all() and (cols["energy_std"] > 0).all()
-    forces = np.load(tmp_path / "preds.npz")["forces"]
-    # gradients of the decoded energy: small after six steps from the zero-initialised
-    # location layer (and read from the EMA weights), but not zero
-    assert np.isfinite(forces).all() and np.abs(forces).max() > 1e-7
+def test_categorical_esen_conservative_forces_and_clamped_targets(pyg_data, pyg_bins,
+                                                                   tmp_path) -> None:
+    """Bins too narrow for the data: every epoch's targets outside the support are counted
+    (log lines, the summary file, the line train prints), as many as counted by hand. The
+    predicted forces are -dE/dx of the predicted energy (central differences through
+    predict), and not the untrained prior's exactly-zero forces."""
+    import json
+
+    import yaml
+
+    from fairchem_categorical.clipping import SUMMARY_FILE, summary_line
+    from fairchem_categorical.data import read_frames
+    from fairchem_categorical.fairchem1.predict import predict_atoms
+    from tests.reference import narrowed_bins, out_of_support_by_hand, times
+
+    bins = narrowed_bins(pyg_bins, tmp_path / "narrow.yaml")
+    epochs = 3
+    ckpt, lines = _train_lines("esen_categorical_conserving.yml", pyg_data, bins,
+                               tmp_path / "run", *TINY_ESEN, *QUICK, epochs=epochs)
+    spec = yaml.safe_load(bins.read_text())
+    train = out_of_support_by_hand(read_frames([pyg_data["train"]]), spec, forces=False)
+    val = out_of_support_by_hand(read_frames([pyg_data["val"]]), spec, forces=False)
+    assert train["energy"]["outside"] > 0
+    summary = json.loads((ckpt.parent / SUMMARY_FILE).read_text())
+    assert summary["train"] == times(train, epochs) and summary["val"] == times(val, epochs)
+    assert [e["energy"] for e in summary["epochs"]["train"]] == [train["energy"]] * epochs
+    assert lines[-2].startswith(summary_line(summary))
+    log = next((tmp_path / "run").glob("*.log")).read_text()
+    assert log.count("out of support (clamped to the edge bin), epoch") == 2 * epochs
+
+    frames = read_frames([pyg_data["test"]])[:1]
+    pred = predict_atoms(ckpt, frames)[0]
+    assert np.isfinite(pred.energy) and pred.energy_std > 0
+    atom, axis = np.unravel_index(np.abs(pred.forces).argmax(), pred.forces.shape)
+    assert abs(pred.forces[atom, axis]) > 1e-4  # the prior's forces are exactly 0
+    h = 1e-2
+    shifted = []
+    for sign in (1, -1):
+        atoms = frames[0].copy()
+        atoms.positions[atom, axis] += sign * h
+        shifted.append(atoms)
+    up, down = (p.energy for p in predict_atoms(ckpt, shifted))
+    assert -(up - down) / (2 * h) == pytest.approx(pred.forces[atom, axis], rel=0.02)
 
 
 def _losses(log: Path) -> list[float]:

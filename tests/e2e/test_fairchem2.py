@@ -15,20 +15,48 @@ from tests.conftest import CONFIGS, TINY_BACKBONE
 pytestmark = pytest.mark.slow
 
 
-def _cli(*args: str) -> list[str]:
-    proc = subprocess.run([sys.executable, "-m", "fairchem_categorical.app.cli", *args],
+EPOCHS = 2
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fairchem_categorical.app.cli", *args],
                           capture_output=True, text=True, timeout=900)
+
+
+def _cli(*args: str) -> list[str]:
+    proc = _run_cli(*args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()
 
 
-def _train(config: str, data: dict[str, Path], bins: Path, run_dir: Path) -> Path:
+def _train_lines(config: str, data: dict[str, Path], bins: Path, run_dir: Path
+                 ) -> tuple[Path, list[str]]:
     lines = _cli("train", str(CONFIGS / config), "--train-data", str(data["train"]),
-                 "--val-data", str(data["val"]), "--bins", str(bins), "--max-epochs", "2",
-                 "--run-dir", str(run_dir), *TINY_BACKBONE)
+                 "--val-data", str(data["val"]), "--bins", str(bins), "--max-epochs",
+                 str(EPOCHS), "--run-dir", str(run_dir), *TINY_BACKBONE)
     ckpt = Path(lines[-1])  # the CLI's last line is the final checkpoint
     assert ckpt.name == "inference_ckpt.pt" and ckpt.is_file()
-    return ckpt
+    return ckpt, lines
+
+
+def _train(config: str, data: dict[str, Path], bins: Path, run_dir: Path) -> Path:
+    return _train_lines(config, data, bins, run_dir)[0]
+
+
+def _run_folder(ckpt: Path) -> Path:
+    """<run_dir>/<timestamp_id> of a final inference checkpoint."""
+    return ckpt.parents[2]
+
+
+def _counts_by_hand(data: dict[str, Path], bins: Path, forces: bool) -> tuple[dict, dict]:
+    import yaml
+
+    from fairchem_categorical.data import read_frames
+    from tests.reference import out_of_support_by_hand, times
+
+    spec = yaml.safe_load(bins.read_text())
+    return tuple(times(out_of_support_by_hand(read_frames([data[split]]), spec, forces),
+                       EPOCHS) for split in ("train", "val"))
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +95,48 @@ def test_train_predict_csv_npz(categorical_ckpt, small_dataset, tmp_path):
     np.testing.assert_allclose(decoded, cols["energy"], rtol=1e-5, atol=1e-4)
 
 
-def test_reload_reproduces_predictions_exactly(categorical_ckpt, small_dataset):
+def test_reload_from_a_copied_file_in_a_fresh_process(categorical_ckpt, small_dataset,
+                                                      tmp_path):
+    """A real round trip: the checkpoint file, copied elsewhere and loaded by a new process,
+    predicts what the trained model measured on the validation split at the end of training
+    (fairchem's logged energy MAE of the EMA weights it saves), and what this process
+    predicts from the original file."""
+    import re
+    import shutil
+
     from fairchem_categorical.data import read_frames
     from fairchem_categorical.fairchem2.predict import predict_atoms
+    from fairchem_categorical.predictions import load_predictions
 
-    frames = read_frames([small_dataset["test"]])[:3]
-    a = predict_atoms(categorical_ckpt, frames)
-    b = predict_atoms(categorical_ckpt, frames)
-    assert [p.energy for p in a] == [p.energy for p in b]
-    assert all(np.array_equal(p.forces, q.forces) for p, q in zip(a, b, strict=True))
+    log = (_run_folder(categorical_ckpt) / "train.log").read_text()
+    logged = [float(m) for m in re.findall(r"val/[^,\s]+,energy,mae: ([0-9.]+)", log)]
+    assert len(logged) == EPOCHS
+    copy = tmp_path / "elsewhere" / "model.pt"
+    copy.parent.mkdir()
+    shutil.copy(categorical_ckpt, copy)
+    out = tmp_path / "val.csv"
+    _cli("predict", "--checkpoint", str(copy), str(small_dataset["val"]), "--out", str(out))
+    cols, arrays = load_predictions(out)
+    mae = float(np.abs(cols["energy"] - cols["energy_target"]).mean())
+    assert mae == pytest.approx(logged[-1], abs=2e-4)  # the log prints 4 decimals
+    here = predict_atoms(categorical_ckpt, read_frames([small_dataset["val"]]))
+    np.testing.assert_allclose(cols["energy"], [p.energy for p in here], rtol=1e-12)
+    np.testing.assert_allclose(arrays["forces"], np.concatenate([p.forces for p in here]),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_categorical_run_counts_targets_outside_the_support(categorical_ckpt, small_dataset,
+                                                            small_bins):
+    """The shipped conserving config, as trained by ``train``: out_of_support.json in the
+    run folder holds the clamped energy targets counted by hand, per epoch and in all."""
+    import json
+
+    from fairchem_categorical.clipping import SUMMARY_FILE
+
+    train, val = _counts_by_hand(small_dataset, small_bins, forces=False)
+    summary = json.loads((_run_folder(categorical_ckpt) / SUMMARY_FILE).read_text())
+    assert summary["train"] == train and summary["val"] == val
+    assert len(summary["epochs"]["train"]) == len(summary["epochs"]["val"]) == EPOCHS
 
 
 def test_checkpoint_support_mismatch_is_a_clear_error(categorical_ckpt):
@@ -145,9 +206,26 @@ def test_finetune_scalar_checkpoint_with_categorical_heads(scalar_ckpt, small_da
 
 def test_direct_force_config_trains_and_reports_force_uncertainty(small_dataset, small_bins,
                                                                  tmp_path):
-    from fairchem_categorical.predictions import read_predictions
+    """The direct-force config with bins too narrow for the data: the energy and
+    force-magnitude targets it clamps are counted as by hand (summary file, one log line
+    per epoch and validation, the line train prints), and it still predicts."""
+    import json
 
-    ckpt = _train("esen_categorical_direct.yaml", small_dataset, small_bins, tmp_path / "run")
+    from fairchem_categorical.clipping import SUMMARY_FILE, summary_line
+    from fairchem_categorical.predictions import read_predictions
+    from tests.reference import narrowed_bins
+
+    bins = narrowed_bins(small_bins, tmp_path / "narrow.yaml")
+    ckpt, lines = _train_lines("esen_categorical_direct.yaml", small_dataset, bins,
+                               tmp_path / "run")
+    train, val = _counts_by_hand(small_dataset, bins, forces=True)
+    assert train["energy"]["outside"] > 0 and train["force magnitude"]["outside"] > 0
+    summary = json.loads((_run_folder(ckpt) / SUMMARY_FILE).read_text())
+    assert summary["train"] == train and summary["val"] == val
+    assert lines[-2].startswith(summary_line(summary))
+    log = (_run_folder(ckpt) / "train.log").read_text()
+    assert log.count("out of support (clamped to the edge bin), epoch") == 2 * EPOCHS
+
     out = tmp_path / "direct.csv"
     _cli("predict", "--checkpoint", str(ckpt), str(small_dataset["test"]), "--out", str(out))
     cols = read_predictions(out)
@@ -156,6 +234,18 @@ def test_direct_force_config_trains_and_reports_force_uncertainty(small_dataset,
     arrays = np.load(out.with_suffix(".npz"))
     assert arrays["forces_entropy"].shape == (int(cols["natoms"].sum()),)
     assert (arrays["forces_std"] >= 0).all()
+
+
+def test_calibrate_a_scalar_checkpoint_says_it_needs_a_categorical_one(scalar_ckpt,
+                                                                      small_dataset,
+                                                                      tmp_path):
+    proc = _run_cli("calibrate", "--checkpoint", str(scalar_ckpt), "--val",
+                    str(small_dataset["val"]), "--out", str(tmp_path / "cal.pt"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (f"error: calibrate needs a categorical checkpoint (one with a "
+            f"CategoricalEnergyHead); {scalar_ckpt} has no categorical energy head (its "
+            "heads: MLP_EFS_Head)") in proc.stderr
+    assert not (tmp_path / "cal.pt").exists()
 
 
 def test_calibrate_stores_a_temperature_that_predict_applies(categorical_ckpt, small_dataset,

@@ -45,3 +45,14 @@ def test_results_equal_predict_one_structure_and_batched(name, frames):
     assert [r["energy"] for r in batched] == [p.energy for p in preds]
     for r, p in zip(batched, preds, strict=True):
         np.testing.assert_array_equal(r["forces"], p.forces)
+
+
+def test_structure_with_an_element_the_model_never_saw_is_marked(frames):
+    """The legacy model was fitted on C, N, O, Pt, Au: a Cu slab is outside what it knows."""
+    calc = CategoricalCalculator(checkpoint_path=FOLDER / "esen_categorical_conserving.pt",
+                                 cpu=True)
+    unknown = frames[2].copy()
+    unknown.numbers = np.where(unknown.numbers == 79, 29, unknown.numbers)  # Au -> Cu
+    results = calc.calculate_batch([frames[2], unknown])
+    assert "unseen_elements" not in results[0]
+    assert results[1]["unseen_elements"] == "Cu"

@@ -179,3 +179,36 @@ def test_state_dict_round_trip_and_support_mismatch(frames) -> None:
                                   energy={**ENERGY, "std": 2 * ENERGY["std"]})
     with pytest.raises(ValueError, match="std"):
         other_std.load_state_dict(source.state_dict())
+
+
+def _force_loss(model, batch, seed: int = 0) -> torch.Tensor:
+    """A loss on the conservative forces alone (no energy term)."""
+    return (run(model, batch, seed)["forces"] ** 2).sum()
+
+
+def test_esen_force_only_loss_reaches_the_backbone_through_second_derivatives(frames) -> None:
+    """In training the gradient forces are built with create_graph, so a loss on forces alone
+    trains the backbone and the head: its gradient equals a finite difference of that loss
+    along the gradient's direction. In eval mode the forces carry no graph."""
+    model = categorical_model(esen_backbone(ALL_NEIGHBORS), direct=False).train()
+    batch = batch_of(frames[:2])
+    backbone = list(model.backbone.parameters())
+    params = backbone + list(model.output_heads["energy"].logits_block.parameters())
+    model.zero_grad()
+    _force_loss(model, batch).backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    assert math.sqrt(sum(float((g**2).sum()) for g in grads[:len(backbone)])) > 1e-6
+    norm = math.sqrt(sum(float((g**2).sum()) for g in grads))
+    h = 1e-3
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p.add_(h * g / norm)
+        up = float(_force_loss(model, batch))
+        for p, g in zip(params, grads, strict=True):
+            p.sub_(2 * h * g / norm)
+        down = float(_force_loss(model, batch))
+        for p, g in zip(params, grads, strict=True):
+            p.add_(h * g / norm)
+    assert (up - down) / (2 * h) == pytest.approx(norm, rel=0.05)
+    model.eval()
+    assert not run(model, batch)["forces"].requires_grad

@@ -83,3 +83,19 @@ def test_missing_property_is_refused(conserving, frames):
     atoms.calc = conserving
     with pytest.raises(PropertyNotImplementedError):
         atoms.calc.get_property("ood_score", atoms)
+
+
+def test_structure_with_an_element_the_model_never_saw_is_marked(frames, caplog):
+    """The legacy model was fitted on C, N, O, Pt, Au: a Cu slab is outside what it knows."""
+    calc = CategoricalCalculator.from_model_checkpoint(CONSERVING, device="cpu")
+    known = frames[2].copy()
+    unknown = frames[2].copy()
+    unknown.numbers = np.where(unknown.numbers == 79, 29, unknown.numbers)  # Au -> Cu
+    with caplog.at_level("WARNING"):
+        for atoms in (known, unknown, unknown.copy()):
+            atoms.calc = calc
+            atoms.get_potential_energy()
+    assert "unseen_elements" not in known.info
+    assert unknown.info["unseen_elements"] == "Cu"
+    assert calc.results["unseen_elements"] == "Cu"
+    assert sum("never saw in training: Cu" in r.getMessage() for r in caplog.records) == 1

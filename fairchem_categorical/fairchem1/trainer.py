@@ -1,0 +1,80 @@
+"""fairchem 1.10's OCP trainer, also counting the categorical targets clamped to the support.
+
+The binned dataset (``CategoricalLmdbDataset``) clamps targets outside the support in
+the dataloader's workers, where a counter would stay; each item therefore carries its
+own count (``energy_categorical_outside``, ``force_magnitude_outside``), and this trainer
+sums them in the loss path of fairchem's own loop (``_compute_loss``, for training and
+validation alike), over ranks, and reports them per epoch, per validation pass and at
+the end of training (log lines and ``out_of_support.json`` beside the checkpoint).
+Everything else is ``OCPTrainer``: the categorical configs name this class as their
+``trainer``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from fairchem.core.common import distutils
+from fairchem.core.common.registry import registry
+from fairchem.core.trainers.ocp_trainer import OCPTrainer
+
+from fairchem_categorical.clipping import ENERGY, FORCE, Counts, SupportTally
+
+#: batch field the binned dataset adds (1 = clamped) -> (kind, the output it trains)
+FIELDS = {"energy_categorical_outside": (ENERGY, "energy_categorical"),
+          "force_magnitude_outside": (FORCE, "force_magnitude")}
+
+
+def _sum_over_ranks(values: list[int]) -> list[int]:
+    """Sum a list of counts over the data-parallel ranks."""
+    if not values or distutils.get_world_size() == 1:
+        return values
+    nccl = torch.distributed.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+    out = distutils.all_reduce(torch.tensor(values, dtype=torch.long),
+                               device="cuda" if nccl else None)
+    return [int(v) for v in torch.as_tensor(out).reshape(-1).tolist()]
+
+
+@registry.register_trainer("categorical_ocp")
+class CategoricalTrainer(OCPTrainer):
+    """``OCPTrainer`` + per-epoch and per-run counts of clamped categorical targets."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # BaseTrainer has replaced config["dataset"] by the train split's block
+        cat = (self.config.get("dataset") or {}).get("categorical") or {}
+        self.tally_kinds = sorted([ENERGY] + ([FORCE] if cat.get("force_support") else []))
+        self.support_tally = SupportTally(reduce=_sum_over_ranks)
+        self._counts = {"train": Counts(), "val": Counts()}
+
+    def _compute_loss(self, out: dict, batch: Any) -> torch.Tensor:
+        split = "train" if self.model.training else "val"
+        for key, (kind, output) in FIELDS.items():
+            if key in batch:
+                flags = batch[key].reshape(-1)
+                spec = self.output_targets.get(output, {})
+                if spec.get("level") == "atom" and spec.get("train_on_free_atoms"):
+                    flags = flags[batch.fixed.reshape(-1) == 0]  # what the loss trains on
+                self._counts[split].add(kind, int(flags.sum()), flags.numel())
+        loss = super()._compute_loss(out, batch)
+        if split == "train" and self.step % len(self.train_loader) == 0:
+            self._report("train")
+        return loss
+
+    def _report(self, split: str) -> None:
+        epoch = max(1, math.ceil(self.epoch - 1e-9))
+        self.support_tally.add_epoch(split, self._counts[split], epoch, self.tally_kinds)
+        self._counts[split] = Counts()
+
+    def validate(self, split: str = "val", disable_tqdm: bool = False) -> dict:
+        metrics = super().validate(split=split, disable_tqdm=disable_tqdm)
+        if split == "val":
+            self._report("val")
+        return metrics
+
+    def train(self, disable_eval_tqdm: bool = False) -> None:
+        super().train(disable_eval_tqdm=disable_eval_tqdm)
+        self.support_tally.finish(self.config["cmd"]["checkpoint_dir"],
+                                  write=distutils.is_master())
