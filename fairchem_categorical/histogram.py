@@ -24,6 +24,12 @@ DEFAULT_NUM_BINS = 128
 DEFAULT_SIGMA_RATIO = 0.75
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or float64 if it already is: histograms never decode in half precision
+    (bf16 autocast), and a float64 model (fairchem's ``base_precision_dtype``) keeps float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def bin_geometry(centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Left edge and width (...,) of equal-width bins from their centers (..., K), K >= 2."""
     if centers.shape[-1] < 2:
@@ -228,11 +234,11 @@ class HistogramSupport(nn.Module):
     # -- decoding ---------------------------------------------------------------
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         self._check_logits(logits)
-        return torch.softmax(logits.float() / self.temperature, dim=-1)
+        return torch.softmax(at_least_float32(logits) / self.temperature, dim=-1)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         self._check_logits(logits)
-        return torch.log_softmax(logits.float() / self.temperature, dim=-1)
+        return torch.log_softmax(at_least_float32(logits) / self.temperature, dim=-1)
 
     def _check_logits(self, logits: torch.Tensor) -> None:
         if logits.shape[-1] != self.num_bins:
@@ -273,16 +279,32 @@ class HistogramSupport(nn.Module):
     def interval(self, logits: torch.Tensor, coverage: float = 0.9) -> tuple[torch.Tensor,
                                                                              torch.Tensor]:
         """Central interval holding ``coverage`` of the predicted mass."""
+        return self.interval_of_probs(self.probs(logits), coverage)
+
+    def interval_of_probs(self, probs: torch.Tensor, coverage: float = 0.9
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``interval`` of probabilities already decoded (``probs``) from this support."""
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1), got {coverage}")
         tail = (1.0 - coverage) / 2.0
-        return self.quantile(logits, tail), self.quantile(logits, 1.0 - tail)
+        return (quantile(probs, self.low, self.width, tail),
+                quantile(probs, self.low, self.width, 1.0 - tail))
 
     def decode(self, logits: torch.Tensor, value: str = "mean") -> torch.Tensor:
         decoders = {"mean": self.mean, "mode": self.mode, "median": self.median}
         if value not in decoders:
             raise ValueError(f"unknown decoded value {value!r}; choose one of {list(decoders)}")
         return decoders[value](logits)
+
+    def decode_with_uncertainty(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One softmax for what a head returns: the mean (differentiable: forces and
+        losses flow through it) and, without gradients, std, entropy and edge mass."""
+        probs = self.probs(logits)
+        mean = (probs * self.centers).sum(-1)
+        with torch.no_grad():
+            p = probs.detach()
+            return {"mean": mean, "std": moments(p, self.centers)[1], "entropy": entropy(p),
+                    "edge_mass": p[..., 0] + p[..., -1]}
 
     def summarize(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every uncertainty field a prediction carries, in support units."""
