@@ -29,6 +29,25 @@ from fairchem_categorical.predictions import StructurePrediction, predict_frames
 DEFAULT_SETTINGS = "batch"
 
 
+def share_regress_config(model: torch.nn.Module) -> None:
+    """Let the backbone and the heads share one gradient config again after a MOLE merge.
+
+    fairchem's heads (``MLP_EFS_Head`` and ours) keep the backbone's ``regress_config``
+    object, which ``add_tasks`` edits for the untrained tasks (the stress that
+    ``eSCNMDBackbone`` adds by default). ``merge_mole`` swaps in a new backbone built from
+    the config with a fresh ``regress_config``, so the heads would differentiate with
+    respect to a cell the backbone no longer marks for gradients ("One of the
+    differentiated Tensors does not require grad"); that happens to fairchem's own
+    scalar head too. The heads' config is the edited one: the backbone takes it back.
+    """
+    backbone = getattr(model, "backbone", None)
+    heads = getattr(model, "output_heads", {})
+    configs = {id(h.regress_config): h.regress_config for h in heads.values()
+               if getattr(h, "regress_config", None) is not None}
+    if backbone is not None and len(configs) == 1:
+        backbone.regress_config = next(iter(configs.values()))
+
+
 class CategoricalPredictUnit(MLIPPredictUnit):
     """fairchem's predict unit, keeping the heads' raw outputs of the last ``predict`` call.
 
@@ -45,6 +64,10 @@ class CategoricalPredictUnit(MLIPPredictUnit):
             task: {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
             for task, out in output.items() if isinstance(out, dict)}
         return super()._process_outputs(data, output, undo_refs)
+
+    def _lazy_init(self, data: AtomicData) -> None:
+        super()._lazy_init(data)
+        share_regress_config(self.hydra_model)
 
     @property
     def hydra_model(self) -> torch.nn.Module:
