@@ -55,8 +55,9 @@ class TargetBinner:
                 f"item {idx} has no '{self.energy_key}' target (check the data holds energies "
                 "and the dataset's key_mapping / a2g_args r_energy)"
             )
-        y = self.energy_transform.to_target(data[self.energy_key], data["atomic_numbers"])
-        y = y.reshape(1)
+        y = torch.tensor([self.energy_transform.target_value(data[self.energy_key],
+                                                             data["atomic_numbers"])],
+                         dtype=torch.float32)
         if self.histograms:
             data[self.target_key] = self._encode(self.support, y, idx, "energy")
         else:
@@ -64,8 +65,9 @@ class TargetBinner:
             if self.support is not None:
                 data[f"{self.target_key}_histogram"] = self._encode(self.support, y, idx,
                                                                     "energy")
-        if self.forces_key in data and data[self.forces_key] is not None:
-            magnitude = data[self.forces_key].norm(dim=-1).float()
+        forces = data[self.forces_key] if self.forces_key in data else None
+        if forces is not None:
+            magnitude = torch.linalg.vector_norm(forces, dim=-1).float()
             if self.force_support is not None:
                 magnitude = self._encode(self.force_support, magnitude, idx, "force magnitude")
             data[self.force_magnitude_key] = magnitude
