@@ -48,16 +48,25 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
 
 
 def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size: int = 8,
-                  device: str = "cpu", progress: Say | None = None
-                  ) -> list[StructurePrediction]:
-    """Predict the structures of data files with the installed fairchem line's model."""
+                  device: str = "cpu", progress: Say | None = None,
+                  inference_settings: str | None = None) -> list[StructurePrediction]:
+    """Predict the structures of data files with the installed fairchem line's model.
+
+    ``inference_settings``: a fairchem 2.x preset name (default: the adapter's, "batch").
+    """
     from fairchem_categorical.data.formats import read_frames
 
     line = lines.current("predict")
+    settings = {}
+    if inference_settings is not None:
+        if line.no_inference_settings:
+            raise ValueError(f"--inference-settings {inference_settings}: "
+                             f"{line.no_inference_settings}")
+        settings["inference_settings"] = inference_settings
     frames = read_frames(paths, require_labels=False)
     logging.info("predicting %d structures from %s", len(frames), [str(p) for p in paths])
     return line.adapter("predict").predict_atoms(checkpoint, frames, batch_size=batch_size,
-                                                 device=device, progress=progress)
+                                                 device=device, progress=progress, **settings)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out: str | Path,
