@@ -75,7 +75,7 @@ class TargetBinner:
 
     def _encode(self, support: HistogramSupport, values: torch.Tensor, idx: int,
                 what: str) -> torch.Tensor:
-        outside = support.count_outside(values)
+        probs, outside = support.encode_counting(values)
         if outside:
             if what not in self.clipped:
                 logging.warning(
@@ -84,7 +84,7 @@ class TargetBinner:
                     float(values.abs().max()), idx, support.low, support.high,
                 )
             self.clipped[what] = self.clipped.get(what, 0) + outside
-        return support.encode(values)
+        return probs
 
     @property
     def num_clipped(self) -> int:

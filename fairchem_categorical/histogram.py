@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -193,21 +194,43 @@ class HistogramSupport(nn.Module):
         how many a batch holds, for callers that report them); NaN or inf targets are
         an error.
         """
+        return self.encode_counting(y, encoding)[0]
+
+    def encode_counting(self, y: torch.Tensor, encoding: str | None = None
+                        ) -> tuple[torch.Tensor, int]:
+        """``encode`` and ``count_outside`` in one pass over the targets.
+
+        Datasets encode every item they load, where the checks' tiny tensor ops would
+        cost more than the encoding: one min/max answers both checks when all targets
+        are finite and inside the support (clamping is then a no-op and skipped).
+        """
         y = torch.as_tensor(y)
         if not torch.is_floating_point(y):
             y = y.float()
-        if not bool(torch.isfinite(y).all()):
-            bad = int((~torch.isfinite(y)).sum())
-            raise ValueError(f"cannot encode {bad} non-finite target value(s) (NaN or inf)")
+        outside, clamp = 0, False
+        if y.numel():
+            lo, hi = (float(v) for v in torch.aminmax(y.detach()))
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                bad = int((~torch.isfinite(y)).sum())
+                raise ValueError(f"cannot encode {bad} non-finite target value(s) (NaN or "
+                                 "inf)")
+            if lo < self.low or hi > self.high:
+                outside = self.count_outside(y)
+            # clamping the float32 targets changes one iff its extreme lies beyond the
+            # float32 bound (rounding to float32 keeps the order)
+            f32 = np.float32
+            clamp = f32(lo) < f32(self.low) or f32(hi) > f32(self.high)
         encoding = encoding or self.spec.encoding
-        y = y.detach().to(self.edges.device, torch.float32).clamp(self.low, self.high)
+        y = y.detach().to(self.edges.device, torch.float32)
+        if clamp:
+            y = y.clamp(self.low, self.high)
         if encoding == "hl_gauss":
-            return self._hl_gauss(y)
+            return self._hl_gauss(y), outside
         if encoding == "two_hot":
-            return self._two_hot(y)
+            return self._two_hot(y), outside
         if encoding == "one_hot":
             idx = self._bin_index(y)
-            return nn.functional.one_hot(idx, self.num_bins).to(torch.float32)
+            return nn.functional.one_hot(idx, self.num_bins).to(torch.float32), outside
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
 
     def _bin_index(self, y: torch.Tensor) -> torch.Tensor:
@@ -216,7 +239,7 @@ class HistogramSupport(nn.Module):
     def _hl_gauss(self, y: torch.Tensor) -> torch.Tensor:
         z = (self.edges - y.unsqueeze(-1)) / (self.sigma * math.sqrt(2.0))
         cdf = torch.special.erf(z.double())
-        mass = cdf[..., 1:] - cdf[..., :-1]
+        mass = torch.diff(cdf, dim=-1)  # cdf[..., 1:] - cdf[..., :-1]
         total = cdf[..., -1:] - cdf[..., :1]
         return (mass / total).float()
 

@@ -59,8 +59,8 @@ class HistogramLoss(nn.Module):
                     f"samples {tuple(lead)} nor histograms {(*lead, self.support.num_bins)}"
                 )
             scalar = target.reshape(lead)
-            self.num_clipped += self.support.count_outside(scalar)
-            probs = self.support.encode(scalar)
+            probs, outside = self.support.encode_counting(scalar)
+            self.num_clipped += outside
         loss = self.ce_weight * soft_cross_entropy(logits, probs)
         if self.l1_weight:
             decoded = self.support.mean(logits)
