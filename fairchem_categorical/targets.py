@@ -50,8 +50,11 @@ class EnergyTransform:
     def _reference(self, atomic_numbers: torch.Tensor) -> float:
         # numpy on the item's CPU tensor: a dataset calls this for every item it loads,
         # where a handful of tiny torch ops would cost more than the arithmetic
-        z = np.asarray(atomic_numbers.detach().cpu() if torch.is_tensor(atomic_numbers)
-                       else atomic_numbers)
+        if torch.is_tensor(atomic_numbers):
+            z = (atomic_numbers.numpy() if atomic_numbers.device.type == "cpu"
+                 and not atomic_numbers.requires_grad else atomic_numbers.detach().cpu().numpy())
+        else:
+            z = np.asarray(atomic_numbers)
         try:
             return float(self._refs_np[z].sum())
         except IndexError:
