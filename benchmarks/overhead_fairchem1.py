@@ -87,8 +87,9 @@ def _setup_once(config: dict[str, Any]) -> None:
         _IMPORTED = True
 
 
-def build_trainer(config: Path, overrides: list[str], root: Path, tag: str) -> Any:
-    """fairchem 1.10's trainer for ``config`` as ``fairchem --mode train --cpu`` builds it."""
+def build_trainer(config: Path, overrides: list[str], root: Path, tag: str,
+                  device: str = "cpu") -> Any:
+    """fairchem 1.10's trainer for ``config`` as ``fairchem --mode train`` builds it."""
     from fairchem.core.common.flags import flags
     from fairchem.core.common.registry import registry
     from fairchem.core.common.utils import build_config
@@ -96,7 +97,8 @@ def build_trainer(config: Path, overrides: list[str], root: Path, tag: str) -> A
     import fairchem_categorical.fairchem1  # noqa: F401  (registers heads, loss, dataset)
 
     args, extra = flags.get_parser().parse_known_args(
-        ["--mode", "train", "--config-yml", str(config), "--cpu", "--debug",
+        ["--mode", "train", "--config-yml", str(config), "--debug",
+         *(["--cpu"] if device == "cpu" else []),
          "--run-dir", str(root / "runs" / tag), "--identifier", tag, *overrides])
     cfg = build_config(args, extra)
     cfg["logger"] = "tensorboard"
@@ -108,7 +110,7 @@ def build_trainer(config: Path, overrides: list[str], root: Path, tag: str) -> A
         loss_functions=cfg.get("loss_functions", {}),
         evaluation_metrics=cfg.get("evaluation_metrics", {}), identifier=tag,
         local_rank=0, run_dir=str(root / "runs" / tag), is_debug=True, print_every=1000,
-        seed=0, logger="tensorboard", amp=False, cpu=True, name="ocp")
+        seed=0, logger="tensorboard", amp=False, cpu=device == "cpu", name="ocp")
 
 
 def _spread(n: int, k: int) -> list[int]:
@@ -123,9 +125,9 @@ class Variant:
 
     @classmethod
     def build(cls, config: str, overrides: list[str], batch_size: int, root: Path,
-              tag: str) -> Variant:
+              tag: str, device: str = "cpu") -> Variant:
         torch.manual_seed(0)
-        trainer = build_trainer(CONFIGS / config, overrides, root, tag)
+        trainer = build_trainer(CONFIGS / config, overrides, root, tag, device)
         ds = trainer.train_dataset
         batch = trainer.collater([ds[i] for i in _spread(len(ds), batch_size)])
         return cls(config, trainer, batch.to(trainer.device))
@@ -168,10 +170,10 @@ def steps(kinds: Sequence[str], sizes: Sequence[str] | None, batch_size: int, re
             tags = {v: f"{kind}_{size}_{v}" for v in ("cat", "scalar")}
             cat = Variant.build(cat_cfg, [*_data_overrides(data, root, tags["cat"]),
                                           *size_overrides(kind, size)],
-                                batch_size, root, tags["cat"])
+                                batch_size, root, tags["cat"], device)
             scalar = Variant.build(scalar_cfg, [*_data_overrides(data, root, tags["scalar"]),
                                                 *size_overrides(kind, size)],
-                                   batch_size, root, tags["scalar"])
+                                   batch_size, root, tags["scalar"], device)
             natoms = int(cat.batch.natoms.sum())
             say(f"[steps] {kind} {size}: {batch_size} structures, {natoms} atoms, "
                 f"{reps} interleaved repetitions")

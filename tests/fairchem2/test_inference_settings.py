@@ -189,3 +189,24 @@ def test_predict_command_takes_inference_settings(tmp_path, capsys):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6, err_msg=key)
     assert main([*args, "--inference-settings", "fastest"]) == 2
     assert "unknown inference settings 'fastest'" in capsys.readouterr().err
+
+
+def test_predictions_do_not_depend_on_the_batch_size():
+    """predict batches structures into one graph; every structure's numbers stay those it
+    gets alone (up to float32 summation order and the seeded edge-frame roll)."""
+    from fairchem_categorical.data import read_frames
+    from tests.reference import LEGACY
+
+    folder = LEGACY / "fairchem2"
+    frames = read_frames([folder / "frames.extxyz"])
+    ckpt = folder / "esen_categorical_direct.pt"
+    one = predict_atoms(ckpt, frames, batch_size=1)
+    many = predict_atoms(ckpt, frames, batch_size=len(frames))
+    assert len(frames) > 2 and [p.natoms for p in one] == [p.natoms for p in many]
+    for key in ("energy", "energy_std", "energy_entropy", "energy_low90", "energy_high90"):
+        np.testing.assert_allclose([getattr(p, key) for p in many],
+                                   [getattr(p, key) for p in one], rtol=1e-5, err_msg=key)
+    for a, b in zip(one, many, strict=True):
+        np.testing.assert_allclose(b.forces, a.forces, rtol=0,
+                                   atol=1e-4 * np.abs(a.forces).max())
+        np.testing.assert_allclose(b.forces_std, a.forces_std, rtol=1e-4, atol=1e-6)
