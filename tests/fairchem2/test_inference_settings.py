@@ -159,14 +159,18 @@ def test_predict_atoms_takes_a_preset(esen_ckpt, one_composition):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["high-precision", "default"])
-def test_compiled_model_gives_the_batch_numbers(preset, esen_ckpt, one_composition):
-    """fairchem's compile path (torch.compile on the HydraModel, merge_mole) on the CPU;
-    "default" asks for UMA Nitro, which refuses these weights: fairchem runs multigpu."""
-    _, *ref = _predict(esen_ckpt, one_composition, "batch")
-    unit, *got = _predict(esen_ckpt, one_composition, preset)
+@pytest.mark.parametrize(("preset", "model"), [("high-precision", "uma"), ("default", "esen")])
+def test_compiled_model_gives_the_batch_numbers(preset, model, request, one_composition):
+    """fairchem's compile path on the CPU: "high-precision" merges UMA's experts and
+    compiles the merged model; "default" asks for UMA Nitro, which refuses these weights,
+    so fairchem runs multigpu (merge_mole + compile) instead."""
+    ckpt = request.getfixturevalue(f"{model}_ckpt")
+    _, *ref = _predict(ckpt, one_composition, "batch")
+    unit, *got = _predict(ckpt, one_composition, preset)
     assert unit.inference_settings.compile and not unit.inference_settings.nitro
     assert hasattr(unit.model, "_orig_mod")  # torch.compile's wrapper
+    if model == "uma":
+        assert type(unit.hydra_model.backbone) is eSCNMDBackbone  # merged, then compiled
     _assert_same(ref, got, rtol=1e-4, atol=1e-5)
 
 
