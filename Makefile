@@ -16,7 +16,8 @@ STAMP1 := $(VENV1)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST := -m pytest -q -p no:cacheprovider
 
-.PHONY: demo demo-fairchem1 test test-fast lint clean venv venv-fairchem1 benchmark
+.PHONY: demo demo-fairchem1 test test-fast lint clean venv venv-fairchem1 benchmark \
+	benchmark-overhead
 
 venv: $(STAMP)
 venv-fairchem1: $(STAMP1)
@@ -50,6 +51,12 @@ test-fast: lint $(STAMP1)
 # categorical vs scalar vs 5-member scalar ensemble; table in benchmarks/out/results.md
 benchmark: $(STAMP)
 	$(PY) benchmarks/uncertainty.py --out benchmarks/out
+
+# what the categorical heads cost next to fairchem's scalar heads (time, memory, item load,
+# batched inference), both lines; tables in benchmarks/out/overhead/fairchem{1,2}.md
+benchmark-overhead: $(STAMP) $(STAMP1)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/overhead.py --out benchmarks/out/overhead
+	OMP_NUM_THREADS=1 $(PY1) benchmarks/overhead.py --out benchmarks/out/overhead
 
 # ruff, and the layout's import contracts (pyproject.toml [tool.importlinter])
 lint: $(STAMP)

@@ -63,8 +63,9 @@ class TargetBinner:
                 "and the dataset's key_mapping / a2g_args r_energy)"
             )
         self._check_elements(data["atomic_numbers"], idx)
-        y = self.energy_transform.to_target(data[self.energy_key], data["atomic_numbers"])
-        y = y.reshape(1)
+        y = torch.tensor([self.energy_transform.target_value(data[self.energy_key],
+                                                             data["atomic_numbers"])],
+                         dtype=torch.float32)
         outside = 0
         if self.histograms:
             data[self.target_key], outside = self._encode(self.support, y, idx, "energy")
@@ -75,8 +76,9 @@ class TargetBinner:
                     self.support, y, idx, "energy")
         if self.tally_fields:
             data[f"{self.target_key}_outside"] = torch.tensor([outside])
-        if self.forces_key in data and data[self.forces_key] is not None:
-            magnitude = data[self.forces_key].norm(dim=-1).float()
+        forces = data[self.forces_key] if self.forces_key in data else None
+        if forces is not None:
+            magnitude = torch.linalg.vector_norm(forces, dim=-1).float()
             if self.force_support is not None:
                 if self.tally_fields:
                     data[f"{self.force_magnitude_key}_outside"] = self.force_support.outside(
@@ -100,7 +102,7 @@ class TargetBinner:
     def _encode(self, support: HistogramSupport, values: torch.Tensor, idx: int,
                 what: str) -> tuple[torch.Tensor, int]:
         """The encoded targets and how many of them were clamped to the edge."""
-        outside = support.count_outside(values)
+        probs, outside = support.encode_counting(values)
         if outside:
             if what not in self.clipped:
                 logging.warning(
@@ -109,7 +111,7 @@ class TargetBinner:
                     float(values.abs().max()), idx, support.low, support.high,
                 )
             self.clipped[what] = self.clipped.get(what, 0) + outside
-        return support.encode(values), outside
+        return probs, outside
 
     @property
     def num_clipped(self) -> int:

@@ -16,12 +16,19 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 ENCODINGS = ("hl_gauss", "two_hot", "one_hot")
 DEFAULT_NUM_BINS = 128
 DEFAULT_SIGMA_RATIO = 0.75
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or float64 if it already is: histograms never decode in half precision
+    (bf16 autocast), and a float64 model (fairchem's ``base_precision_dtype``) keeps float64."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def bin_geometry(centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,21 +198,43 @@ class HistogramSupport(nn.Module):
         how many a batch holds, for callers that report them); NaN or inf targets are
         an error.
         """
+        return self.encode_counting(y, encoding)[0]
+
+    def encode_counting(self, y: torch.Tensor, encoding: str | None = None
+                        ) -> tuple[torch.Tensor, int]:
+        """``encode`` and ``count_outside`` in one pass over the targets.
+
+        Datasets encode every item they load, where the checks' tiny tensor ops would
+        cost more than the encoding: one min/max answers both checks when all targets
+        are finite and inside the support (clamping is then a no-op and skipped).
+        """
         y = torch.as_tensor(y)
         if not torch.is_floating_point(y):
             y = y.float()
-        if not bool(torch.isfinite(y).all()):
-            bad = int((~torch.isfinite(y)).sum())
-            raise ValueError(f"cannot encode {bad} non-finite target value(s) (NaN or inf)")
+        outside, clamp = 0, False
+        if y.numel():
+            lo, hi = (float(v) for v in torch.aminmax(y.detach()))
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                bad = int((~torch.isfinite(y)).sum())
+                raise ValueError(f"cannot encode {bad} non-finite target value(s) (NaN or "
+                                 "inf)")
+            if lo < self.low or hi > self.high:
+                outside = self.count_outside(y)
+            # clamping the float32 targets changes one iff its extreme lies beyond the
+            # float32 bound (rounding to float32 keeps the order)
+            f32 = np.float32
+            clamp = f32(lo) < f32(self.low) or f32(hi) > f32(self.high)
         encoding = encoding or self.spec.encoding
-        y = y.detach().to(self.edges.device, torch.float32).clamp(self.low, self.high)
+        y = y.detach().to(self.edges.device, torch.float32)
+        if clamp:
+            y = y.clamp(self.low, self.high)
         if encoding == "hl_gauss":
-            return self._hl_gauss(y)
+            return self._hl_gauss(y), outside
         if encoding == "two_hot":
-            return self._two_hot(y)
+            return self._two_hot(y), outside
         if encoding == "one_hot":
             idx = self._bin_index(y)
-            return nn.functional.one_hot(idx, self.num_bins).to(torch.float32)
+            return nn.functional.one_hot(idx, self.num_bins).to(torch.float32), outside
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
 
     def _bin_index(self, y: torch.Tensor) -> torch.Tensor:
@@ -214,7 +243,7 @@ class HistogramSupport(nn.Module):
     def _hl_gauss(self, y: torch.Tensor) -> torch.Tensor:
         z = (self.edges - y.unsqueeze(-1)) / (self.sigma * math.sqrt(2.0))
         cdf = torch.special.erf(z.double())
-        mass = cdf[..., 1:] - cdf[..., :-1]
+        mass = torch.diff(cdf, dim=-1)  # cdf[..., 1:] - cdf[..., :-1]
         total = cdf[..., -1:] - cdf[..., :1]
         return (mass / total).float()
 
@@ -232,11 +261,11 @@ class HistogramSupport(nn.Module):
     # -- decoding ---------------------------------------------------------------
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         self._check_logits(logits)
-        return torch.softmax(logits.float() / self.temperature, dim=-1)
+        return torch.softmax(at_least_float32(logits) / self.temperature, dim=-1)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         self._check_logits(logits)
-        return torch.log_softmax(logits.float() / self.temperature, dim=-1)
+        return torch.log_softmax(at_least_float32(logits) / self.temperature, dim=-1)
 
     def _check_logits(self, logits: torch.Tensor) -> None:
         if logits.shape[-1] != self.num_bins:
@@ -277,16 +306,32 @@ class HistogramSupport(nn.Module):
     def interval(self, logits: torch.Tensor, coverage: float = 0.9) -> tuple[torch.Tensor,
                                                                              torch.Tensor]:
         """Central interval holding ``coverage`` of the predicted mass."""
+        return self.interval_of_probs(self.probs(logits), coverage)
+
+    def interval_of_probs(self, probs: torch.Tensor, coverage: float = 0.9
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``interval`` of probabilities already decoded (``probs``) from this support."""
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1), got {coverage}")
         tail = (1.0 - coverage) / 2.0
-        return self.quantile(logits, tail), self.quantile(logits, 1.0 - tail)
+        return (quantile(probs, self.low, self.width, tail),
+                quantile(probs, self.low, self.width, 1.0 - tail))
 
     def decode(self, logits: torch.Tensor, value: str = "mean") -> torch.Tensor:
         decoders = {"mean": self.mean, "mode": self.mode, "median": self.median}
         if value not in decoders:
             raise ValueError(f"unknown decoded value {value!r}; choose one of {list(decoders)}")
         return decoders[value](logits)
+
+    def decode_with_uncertainty(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One softmax for what a head returns: the mean (differentiable: forces and
+        losses flow through it) and, without gradients, std, entropy and edge mass."""
+        probs = self.probs(logits)
+        mean = (probs * self.centers).sum(-1)
+        with torch.no_grad():
+            p = probs.detach()
+            return {"mean": mean, "std": moments(p, self.centers)[1], "entropy": entropy(p),
+                    "edge_mass": p[..., 0] + p[..., -1]}
 
     def summarize(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every uncertainty field a prediction carries, in support units."""

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from fairchem_categorical.histogram import HistogramSupport
+from fairchem_categorical.histogram import HistogramSupport, at_least_float32
 
 
 def _softplus_inverse(x: float) -> float:
@@ -64,7 +64,11 @@ class LocationScaleLogits(nn.Module):
             self.scale.bias.fill_(_softplus_inverse(scale0 - self.min_scale))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        m = self.loc0 + self.loc_gain * self.location(features)
-        s = nn.functional.softplus(self.scale(features)) + self.min_scale
-        centers = self.support.centers.to(features.dtype)
-        return -0.5 * ((centers - m) / s) ** 2 + self.residual(features)
+        # float32 or better even under autocast: a bf16 location would round the
+        # decoded value (and the conservative forces) to 3 significant digits.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = at_least_float32(features)
+            m = self.loc0 + self.loc_gain * self.location(features)
+            s = nn.functional.softplus(self.scale(features)) + self.min_scale
+            centers = self.support.centers.to(features.dtype)
+            return -0.5 * ((centers - m) / s) ** 2 + self.residual(features)

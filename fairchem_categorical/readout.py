@@ -106,13 +106,12 @@ class CategoricalEnergyReadout(nn.Module):
     def decode(self, logits: torch.Tensor, natoms: torch.Tensor) -> dict[str, torch.Tensor]:
         """energy (eV, referenced, with grad), energy_std (eV), entropy (nats), edge mass."""
         et = self.energy_transform.spec
-        energy = et.to_energy(self.support.mean(logits).double(), natoms)
+        decoded = self.support.decode_with_uncertainty(logits)
+        energy = et.to_energy(decoded["mean"].double(), natoms)
         with torch.no_grad():
-            std = et.spread_to_energy(self.support.std(logits).double(), natoms)
-            entropy = self.support.entropy(logits)
-            edge_mass = self.support.edge_mass(logits)
-        return {"energy": energy, "energy_std": std, "energy_entropy": entropy,
-                "energy_edge_mass": edge_mass}
+            std = et.spread_to_energy(decoded["std"].double(), natoms)
+        return {"energy": energy, "energy_std": std, "energy_entropy": decoded["entropy"],
+                "energy_edge_mass": decoded["edge_mass"]}
 
     @torch.no_grad()
     def histogram_in_ev(self, logits: torch.Tensor, natoms: torch.Tensor,
@@ -124,12 +123,13 @@ class CategoricalEnergyReadout(nn.Module):
         """
         et = self.energy_transform.spec
         offset = offset.double()
-        lo, hi = self.support.interval(logits, INTERVAL)
+        probs = self.support.probs(logits)
+        lo, hi = self.support.interval_of_probs(probs, INTERVAL)
         centers = et.to_energy(self.support.centers.double().expand_as(logits),
                                natoms.unsqueeze(-1)) + offset.unsqueeze(-1)
         return {
             "energy_bin_centers": centers,
-            "energy_probs": self.support.probs(logits),
+            "energy_probs": probs,
             "energy_low90": et.to_energy(lo.double(), natoms) + offset,
             "energy_high90": et.to_energy(hi.double(), natoms) + offset,
         }
@@ -186,9 +186,7 @@ class ForceMagnitudeReadout(nn.Module):
         logits = self.magnitude_block(node_scalars)
         vector = vector.reshape(-1, 3)
         unit = vector / vector.norm(dim=-1, keepdim=True).clamp_min(self.eps)
-        magnitude = self.support.mean(logits)
-        with torch.no_grad():
-            std = self.support.std(logits)
-            entropy = self.support.entropy(logits)
-        return {"forces": magnitude.unsqueeze(-1).to(unit.dtype) * unit,
-                "forces_std": std, "forces_entropy": entropy, "logits": logits}
+        decoded = self.support.decode_with_uncertainty(logits)
+        return {"forces": decoded["mean"].unsqueeze(-1).to(unit.dtype) * unit,
+                "forces_std": decoded["std"], "forces_entropy": decoded["entropy"],
+                "logits": logits}

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 LEVELS = ("per_atom", "total")
@@ -94,12 +95,24 @@ class EnergyTransform:
         return sorted(present - known)
 
     def reference(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        if atomic_numbers.numel() and int(atomic_numbers.max()) >= len(self.element_references):
+        """sum_i ref[Z_i] of one structure (float64)."""
+        return torch.tensor(self._reference(atomic_numbers), dtype=torch.float64)
+
+    def _reference(self, atomic_numbers: torch.Tensor) -> float:
+        # numpy on the item's CPU tensor: a dataset calls this for every item it loads,
+        # where a handful of tiny torch ops would cost more than the arithmetic
+        if torch.is_tensor(atomic_numbers):
+            z = (atomic_numbers.numpy() if atomic_numbers.device.type == "cpu"
+                 and not atomic_numbers.requires_grad else atomic_numbers.detach().cpu().numpy())
+        else:
+            z = np.asarray(atomic_numbers)
+        try:
+            return float(self._refs_np[z].sum())
+        except IndexError:
             raise ValueError(
-                f"atomic number {int(atomic_numbers.max())} has no element reference "
+                f"atomic number {int(z.max())} has no element reference "
                 f"(references cover Z < {len(self.element_references)})"
-            )
-        return self._refs.to(atomic_numbers.device)[atomic_numbers.long()].sum()
+            ) from None
 
     def batch_references(self, atomic_numbers: torch.Tensor, batch: torch.Tensor,
                          num_systems: int) -> torch.Tensor:
@@ -110,19 +123,28 @@ class EnergyTransform:
 
     @functools.cached_property
     def _refs(self) -> torch.Tensor:
-        # built once: reference() runs for every item a dataset loads
+        # built once: batch_references() runs for every batch a head decodes
         return torch.as_tensor(self.element_references, dtype=torch.float64)
+
+    @functools.cached_property
+    def _refs_np(self) -> np.ndarray:
+        return np.asarray(self.element_references, dtype=np.float64)
 
     def to_target(self, energy: float | torch.Tensor, atomic_numbers: torch.Tensor
                   ) -> torch.Tensor:
-        """Total energy of one structure -> binning-space scalar."""
-        e = torch.as_tensor(energy, dtype=torch.float64).reshape(())
-        if not torch.isfinite(e):
-            raise ValueError(f"energy target is not finite: {float(e)}")
-        referenced = e - self.reference(atomic_numbers)
+        """Total energy of one structure -> binning-space scalar (float32, shape ())."""
+        return torch.tensor(self.target_value(energy, atomic_numbers), dtype=torch.float32)
+
+    def target_value(self, energy: float | torch.Tensor, atomic_numbers: torch.Tensor
+                     ) -> float:
+        """``to_target`` as a Python float (float64 arithmetic throughout)."""
+        e = float(energy.item() if hasattr(energy, "item") else energy)
+        if not math.isfinite(e):
+            raise ValueError(f"energy target is not finite: {e}")
+        referenced = e - self._reference(atomic_numbers)
         if self.level == "per_atom":
-            referenced = referenced / atomic_numbers.numel()
-        return ((referenced - self.mean) / self.std).float()
+            referenced = referenced / len(atomic_numbers)
+        return (referenced - self.mean) / self.std
 
     def to_energy(self, value: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
         """Binning-space value (batched) -> referenced total energy (no refs added)."""

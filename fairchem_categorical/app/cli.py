@@ -67,7 +67,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     output_file(args.out)  # before the prediction, not after
     preds = predict_files(args.checkpoint, args.data, batch_size=args.batch_size,
-                          device=args.device, progress=_say)
+                          device=args.device, progress=_say,
+                          inference_settings=args.inference_settings)
     csv_path, npz_path = write_predictions(preds, args.out)
     _say(f"wrote {csv_path} ({len(preds)} structures) and {npz_path}")
     return 0
@@ -217,8 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True)
     s.add_argument("data", nargs="+")
     s.add_argument("--out", required=True, help="CSV path; the NPZ goes beside it")
-    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--batch-size", type=int, default=8,
+                   help="structures per forward pass (one graph per batch)")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--inference-settings", metavar="PRESET",
+                   help="fairchem 2.x inference settings: batch (default: unmerged, "
+                        "uncompiled, any mix of structures), traineval, high-precision or "
+                        "multigpu (merge_mole + torch.compile: one composition per run), "
+                        "default (UMA Nitro, which runs only fairchem's released UMA "
+                        "weights: fairchem falls back to multigpu)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("evaluate", help="accuracy, ranking, calibration and OOD metrics + plots",

@@ -51,21 +51,29 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
 
 
 def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size: int = 8,
-                  device: str = "cpu", progress: Say | None = None
-                  ) -> list[StructurePrediction]:
+                  device: str = "cpu", progress: Say | None = None,
+                  inference_settings: str | None = None) -> list[StructurePrediction]:
     """Predict the structures of data files with the installed fairchem line's model.
 
     The checkpoint's line must be the installed one, the device must exist; structures
-    may carry no labels, energies only, or energies and forces.
+    may carry no labels, energies only, or energies and forces. ``inference_settings``:
+    a fairchem 2.x preset name (default: the adapter's, "batch").
     """
     from fairchem_categorical.data.formats import read_frames
 
+    settings = {}
+    if inference_settings is not None:
+        installed = lines.current("predict")
+        if installed.no_inference_settings:  # refused before any file is read
+            raise ValueError(f"--inference-settings {inference_settings}: "
+                             f"{installed.no_inference_settings}")
+        settings["inference_settings"] = inference_settings
     line = lines.for_checkpoint(checkpoint, "predict")
     checks.device(device)
     frames = read_frames(paths, require_labels=False)
     logging.info("predicting %d structures from %s", len(frames), [str(p) for p in paths])
     return line.adapter("predict").predict_atoms(checkpoint, frames, batch_size=batch_size,
-                                                 device=device, progress=progress)
+                                                 device=device, progress=progress, **settings)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out: str | Path,

@@ -30,6 +30,8 @@ class Line:
     categorical_config: str  # the demo's categorical and scalar configs
     scalar_config: str
     scalar_takes_bins: bool  # 2.x scalar configs take element references from the bins file
+    # what the line offers instead of fairchem 2.x's inference-settings presets (None: has them)
+    no_inference_settings: str | None = None
 
     @property
     def package(self) -> str:
@@ -53,7 +55,10 @@ LINES: dict[int, Line] = {
     2: Line(2, "fairchem-core 2.x", ".venv", "aselmdb", "eSEN",
             "esen_categorical_conserving.yaml", "esen_scalar_conserving.yaml", True),
     1: Line(1, "fairchem-core 1.10", ".venv-fairchem1", "pyg-lmdb", "EquiformerV2",
-            "equiformer_v2_categorical.yml", "equiformer_v2_scalar.yml", False),
+            "equiformer_v2_categorical.yml", "equiformer_v2_scalar.yml", False,
+            no_inference_settings="fairchem-core 1.10 has no inference-settings presets (no "
+            "merge_mole, no compile path); its one speed knob is automatic mixed precision "
+            "on CUDA (--amp when training, OCPCalculator(disable_amp=False))"),
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
 from fairchem.core.units.mlip_unit.api.inference import (
+    NAME_TO_INFERENCE_SETTING,
     InferenceSettings,
     guess_inference_settings,
 )
@@ -32,6 +33,27 @@ from fairchem_categorical.predictions import (
 #: prediction over many different structures: MOLE experts unmerged, no compile (the
 #: "batch" preset of fairchem's inference settings)
 DEFAULT_SETTINGS = "batch"
+#: fairchem's inference-settings presets (names for ``--inference-settings``)
+PRESETS = tuple(NAME_TO_INFERENCE_SETTING)
+
+
+def share_regress_config(model: torch.nn.Module) -> None:
+    """Let the backbone and the heads share one gradient config again after a MOLE merge.
+
+    fairchem's heads (``MLP_EFS_Head`` and ours) keep the backbone's ``regress_config``
+    object, which ``add_tasks`` edits for the untrained tasks (the stress that
+    ``eSCNMDBackbone`` adds by default). ``merge_mole`` swaps in a new backbone built from
+    the config with a fresh ``regress_config``, so the heads would differentiate with
+    respect to a cell the backbone no longer marks for gradients ("One of the
+    differentiated Tensors does not require grad"); that happens to fairchem's own
+    scalar head too. The heads' config is the edited one: the backbone takes it back.
+    """
+    backbone = getattr(model, "backbone", None)
+    heads = getattr(model, "output_heads", {})
+    configs = {id(h.regress_config): h.regress_config for h in heads.values()
+               if getattr(h, "regress_config", None) is not None}
+    if backbone is not None and len(configs) == 1:
+        backbone.regress_config = next(iter(configs.values()))
 
 
 class CategoricalPredictUnit(MLIPPredictUnit):
@@ -50,6 +72,10 @@ class CategoricalPredictUnit(MLIPPredictUnit):
             task: {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
             for task, out in output.items() if isinstance(out, dict)}
         return super()._process_outputs(data, output, undo_refs)
+
+    def _lazy_init(self, data: AtomicData) -> None:
+        super()._lazy_init(data)
+        share_regress_config(self.hydra_model)
 
     @property
     def hydra_model(self) -> torch.nn.Module:
@@ -71,15 +97,33 @@ class CategoricalPredictUnit(MLIPPredictUnit):
         return task
 
 
+def settings_for(inference_settings: str | InferenceSettings) -> InferenceSettings:
+    """fairchem's settings for a preset name (or given settings); unknown names are an error.
+
+    Every preset of this fairchem runs the categorical heads (``PRESETS``): "batch"
+    (unmerged, uncompiled: any mix of structures), "traineval", "high-precision" and
+    "multigpu" (``merge_mole`` + ``torch.compile``; fairchem falls back to the unmerged,
+    uncompiled model when a batch mixes compositions), "default"/"nitro" (UMA Nitro serves
+    only the released UMA-S-1.2.1 weights, so fairchem runs "multigpu" instead, with its
+    warning). "turbo" is gone from fairchem 2.24 (fairchem's error says what replaced it).
+    """
+    if isinstance(inference_settings, str) and inference_settings != "turbo" and \
+            inference_settings not in NAME_TO_INFERENCE_SETTING:
+        raise ValueError(f"unknown inference settings {inference_settings!r}; fairchem's "
+                         f"presets are {', '.join(PRESETS)}")
+    return guess_inference_settings(inference_settings)
+
+
+
 def load_unit(checkpoint: str | Path, device: str = "cpu",
               inference_settings: str | InferenceSettings = DEFAULT_SETTINGS
               ) -> CategoricalPredictUnit:
     """A predict unit for an inference checkpoint (EMA weights, fairchem's settings)."""
     checkpoint = Path(checkpoint)
+    settings = settings_for(inference_settings)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    return CategoricalPredictUnit(str(checkpoint), device=device,
-                                  inference_settings=guess_inference_settings(inference_settings))
+    return CategoricalPredictUnit(str(checkpoint), device=device, inference_settings=settings)
 
 
 def to_data(atoms: Any, dataset_name: str) -> AtomicData:
@@ -138,9 +182,13 @@ def predict_atoms(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    inference_settings: str | InferenceSettings = DEFAULT_SETTINGS,
 ) -> list[StructurePrediction]:
-    """Energies, forces and (for categorical heads) uncertainties for each frame."""
-    unit = load_unit(checkpoint, device)
+    """Energies, forces and (for categorical heads) uncertainties for each frame.
+
+    Frames go to the model ``batch_size`` at a time (one graph per batch).
+    """
+    unit = load_unit(checkpoint, device, inference_settings)
     dataset_name = unit.energy_task.datasets[0]
     preds = predict_frames(
         frames, batch_size,

@@ -96,6 +96,18 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
     if say:
         say(f"training {config.name} -> {run_dir / timestamp_id} (log: {log})")
     code = run_logged([*FAIRCHEM_CLI, "-c", str(copied), *args], log, say)
-    final = check_trained(code, final_checkpoint(run_dir, timestamp_id), log)
+    final = final_checkpoint(run_dir, timestamp_id)
+    if code == 0 and submitted_to_slurm(overrides):
+        if say:
+            say(f"submitted to SLURM by fairchem (log: {log}); the final checkpoint will be")
+        return final
+    check_trained(code, final, log)
     clipping.report(run_dir / timestamp_id, say)  # written by OutOfSupportCallback
     return final
+
+
+def submitted_to_slurm(overrides: list[str]) -> bool:
+    """``job.scheduler.mode=SLURM``: fairchem submits the run and returns at once."""
+    modes = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(
+        "job.scheduler.mode=")]
+    return bool(modes) and modes[-1].strip().upper() == "SLURM"

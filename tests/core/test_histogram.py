@@ -554,3 +554,21 @@ def test_property_two_hot_mean_exact(low, span, k, t) -> None:
     # exact up to float32 rounding of the operands
     tol = 1e-5 + 4 * float(np.finfo(np.float32).eps) * (abs(low) + abs(low + span))
     assert abs(mean - float(y32)) <= tol
+
+
+def test_encode_counting_counts_and_clamps_like_separate_calls() -> None:
+    """One pass gives count_outside's count and the histograms of the clamped targets;
+    a float64 target inside [low, high] that rounds beyond it in float32 is clamped too."""
+    s = HistogramSupport(low=-1.0, high=1.0 + 1e-9, num_bins=16)
+    y = torch.tensor([-3.0, -1.0, 0.2, 1.0 + 5e-10, 1.0 + 1e-9, 2.5], dtype=torch.float64)
+    probs, outside = s.encode_counting(y)
+    assert outside == s.count_outside(y) == 2
+    clamped = y.float().clamp(s.low, s.high)
+    np.testing.assert_array_equal(probs.numpy(), s._hl_gauss(clamped).numpy())
+    np.testing.assert_array_equal(probs[0].numpy(), probs[1].numpy())  # -3 clamps to -1
+    inside = torch.tensor([0.1, -0.5])
+    p, n = s.encode_counting(inside)
+    assert n == 0 and torch.equal(p, s.encode(inside))
+    with pytest.raises(ValueError, match="1 non-finite"):
+        s.encode_counting(torch.tensor([0.0, float("nan")]))
+    assert s.encode_counting(torch.zeros(0))[0].shape == (0, 16)

@@ -38,3 +38,15 @@ def test_config_of_the_other_line_is_refused_before_training(tmp_path) -> None:
     with pytest.raises(RuntimeError, match=venv):
         train(other, run_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # nothing started
+
+
+def test_inference_settings_on_the_1_10_line_say_what_it_offers(monkeypatch, tmp_path) -> None:
+    """--inference-settings is a fairchem 2.x option; on 1.10 it is refused before any
+    data or checkpoint is read, with what 1.10 has instead."""
+    from fairchem_categorical.app import jobs, lines
+
+    monkeypatch.setattr(lines, "installed_line", lambda: 1)
+    with pytest.raises(ValueError, match="--inference-settings batch: fairchem-core 1.10 has "
+                                         "no inference-settings presets.*amp"):
+        jobs.predict_files(tmp_path / "missing.pt", [tmp_path / "missing"],
+                           inference_settings="batch")

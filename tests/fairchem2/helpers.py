@@ -139,3 +139,27 @@ def run(model: torch.nn.Module, batch: AtomicData, seed: int = 0) -> dict[str, A
     with torch.random.fork_rng(devices=[]):  # leave the session's global RNG alone
         torch.manual_seed(seed)
         return model(batch)
+
+
+# A config's model as fairchem -c builds it, at the size of backbone_config() above.
+TINY_OVERRIDES = [
+    "train_data=unused", "val_data=unused",  # composed, never loaded
+    "backbone.sphere_channels=8", "backbone.hidden_channels=8", "backbone.edge_channels=8",
+    "backbone.lmax=1", "backbone.mmax=1", "backbone.num_layers=1",
+    "backbone.num_distance_basis=16",
+]
+
+
+def config_checkpoint(config: str, path: Any, seed: int = 0, head_weight_std: float = 0.5,
+                      overrides: Sequence[str] = ()) -> Any:
+    """An inference checkpoint of a shipped configs/fairchem2 config (tiny backbone),
+    with random output layers so energies depend on the geometry."""
+    from fairchem_categorical.fairchem2.checkpoints import compose, write_inference_checkpoint
+    from tests.conftest import CONFIGS
+
+    composed = compose(CONFIGS / config, [*TINY_OVERRIDES, *overrides], seed=seed)
+    gen = torch.Generator().manual_seed(2000 + seed)
+    with torch.no_grad():
+        for p in composed.model.output_heads.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * head_weight_std)
+    return write_inference_checkpoint(composed, path)

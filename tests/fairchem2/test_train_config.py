@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fairchem_categorical.fairchem2.train import composed_paths, copy_config
@@ -36,3 +37,25 @@ def test_run_folder_inside_the_config_folder_is_not_copied(tmp_path: Path) -> No
     assert not (run_dir / ".venv").exists() and not (run_dir / "runs").exists()
     defaults = yaml.safe_load(copied.read_text())["defaults"]
     assert "base_train" in defaults
+
+
+def test_train_on_slurm_returns_the_future_checkpoint(tmp_path, monkeypatch) -> None:
+    """With job.scheduler.mode=SLURM fairchem submits and returns: train reports where the
+    final checkpoint will appear instead of failing because it is not there yet."""
+    from fairchem_categorical.fairchem2 import train as train2
+
+    calls = []
+
+    def fake_fairchem(cmd, log, say):
+        calls.append(cmd)
+        log.write_text("submitted\n")
+        return 0
+
+    monkeypatch.setattr(train2, "run_logged", fake_fairchem)
+    config = CONFIGS / "esen_categorical_conserving.yaml"
+    ckpt = train2.run(config, tmp_path, "t1", "tr", "va", None, 1, None,
+                      ["job.scheduler.mode=SLURM", "job.scheduler.num_nodes=2"], None)
+    assert ckpt == tmp_path / "t1" / "checkpoints" / "final" / "inference_ckpt.pt"
+    assert "job.scheduler.mode=SLURM" in calls[0] and not ckpt.exists()
+    with pytest.raises(RuntimeError, match="fairchem training failed"):
+        train2.run(config, tmp_path, "t2", "tr", "va", None, 1, None, [], None)
