@@ -86,14 +86,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_calibration(result: dict) -> None:
+    _say(f"temperature {result['temperature']:.4f} (x{result['factor']:.4f} on the "
+         "checkpoint's)")
+    if "alpha" in result:
+        _say(f"epistemic scale ({result['method']}) {result['alpha']:.4g}")
+    for key in ("energy_nll", "miscalibration_area", "energy_mae", "energy_nll_uncertainty",
+                "miscalibration_area_uncertainty"):
+        before, after = result[key + "_before"], result[key + "_after"]
+        if before == before or after == after:  # skip metrics that are NaN on both sides
+            _say(f"{key}: {before:.4f} -> {after:.4f}")
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.jobs import calibrate
 
-    result = calibrate(args.checkpoint, args.val, args.out)
-    _say(f"temperature {result['temperature']:.4f} (x{result['factor']:.4f} on the "
-         "checkpoint's)")
-    for key in ("energy_nll", "miscalibration_area", "energy_mae"):
-        _say(f"{key}: {result[key + '_before']:.4f} -> {result[key + '_after']:.4f}")
+    _report_calibration(calibrate(args.checkpoint, args.val, args.out))
+    _say(str(Path(args.out)))
+    return 0
+
+
+def cmd_fit_uncertainty(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.jobs import fit_uncertainty
+
+    result = fit_uncertainty(args.checkpoint, args.train, args.val, args.out,
+                             method=args.method, batch_size=args.batch_size,
+                             device=args.device, progress=_say)
+    if args.val:
+        _report_calibration(result)
+    else:
+        _say("not calibrated (no --val): run calibrate before trusting energy_uncertainty")
     _say(str(Path(args.out)))
     return 0
 
@@ -108,6 +130,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from fairchem_categorical.epistemic import DEFAULT_METHOD, METHODS
+
     p = argparse.ArgumentParser(prog="fairchem-categorical", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -187,14 +211,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("calibrate", help="fit a temperature on validation data",
+    s = sub.add_parser("calibrate", help="fit the temperature (and epistemic scale) on "
+                                         "validation data",
                        description="Fit the temperature that minimises the NLL of validation "
-                                   "targets and store it in a copy of the checkpoint; predict "
-                                   "applies it.")
+                                   "targets (with a fitted epistemic state: together with the "
+                                   "epistemic scale) and store it in a copy of the checkpoint; "
+                                   "predict applies it.")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--val", nargs="+", required=True, help="validation data")
     s.add_argument("--out", required=True, help="the calibrated checkpoint to write")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("fit-uncertainty", help="fit the epistemic uncertainty after training",
+                       description="One pass of the trained model over its training data "
+                                   "fits the density of the energy head's features (what the "
+                                   "model has seen); the state goes into a copy of the "
+                                   "checkpoint, so predict writes energy_uncertainty, "
+                                   "ood_score and atom_ood_score. With --val, the temperature "
+                                   "and the epistemic scale are then fitted on it (calibrate).")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--train", nargs="+", required=True, help="the training data")
+    s.add_argument("--val", nargs="*", help="validation data to calibrate on")
+    s.add_argument("--out", required=True, help="the checkpoint to write")
+    s.add_argument("--method", choices=METHODS, default=None,
+                   help=f"what ood_score and energy_uncertainty use (default {DEFAULT_METHOD}; "
+                        "every method's score is computed)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_fit_uncertainty)
 
     s = sub.add_parser("demo", help="the main job on the embedded data",
                        description="Make data, fit bins, train categorical and scalar eSEN, "

@@ -1,4 +1,5 @@
-"""What the commands do, once the line is chosen: train, predict, evaluate, calibrate.
+"""What the commands do, once the line is chosen: train, predict, evaluate, calibrate,
+fit-uncertainty.
 
 The CLI only turns arguments into these calls; the demo, the benchmarks and the tests
 call them too. Each picks its fairchem line through ``lines`` and hands the line's work
@@ -11,6 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from fairchem_categorical.app import lines
 from fairchem_categorical.predictions import StructurePrediction, as_columns, write_predictions
@@ -77,25 +80,85 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out:
     return write_report(*as_columns(preds), out, ood)
 
 
-def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path
-              ) -> dict[str, float]:
-    """Fit the temperature on ``val``, write the calibrated checkpoint, score before/after."""
-    from fairchem_categorical.calibration import fit_from_predictions
+CALIBRATION_KEYS = ("energy_nll", "miscalibration_area", "energy_mae",
+                    "energy_nll_uncertainty", "miscalibration_area_uncertainty")
+
+
+def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path,
+              progress: Say | None = None) -> dict[str, float]:
+    """Fit the temperature (and the epistemic scale) on ``val``; write, score before/after.
+
+    With a fitted epistemic state (``fit_uncertainty``), the temperature and every
+    method's scale alpha are fitted together by the likelihood of the validation targets
+    under the calibrated predictive distribution (``calibration.fit_predictive``); the
+    designated method's fit sets the temperature. Without one, the temperature alone
+    (``calibration.fit_from_predictions``).
+    """
+    from fairchem_categorical.calibration import fit_from_predictions, fit_predictive
+    from fairchem_categorical.epistemic import METHODS
     from fairchem_categorical.report.metrics import evaluate_predictions
 
-    line = lines.current("calibrate")
-    adapter = line.adapter("calibrate")
+    adapter = lines.current("calibrate").adapter("uncertainty")
 
     def score(ckpt: str | Path) -> tuple[list[StructurePrediction], dict[str, float]]:
-        preds = predict_files(ckpt, val)
+        preds = predict_files(ckpt, val, progress=progress)
         return preds, evaluate_predictions(*as_columns(preds))
 
     preds, before = score(checkpoint)
-    factor = fit_from_predictions(preds)
-    temperature = adapter.write_temperature(checkpoint, out, factor)
+    if any(p.energy_probs is None for p in preds):
+        raise ValueError(f"{checkpoint} predicts no energy histograms (not a categorical "
+                         "model?); nothing to calibrate")
+    state = adapter.read_state(checkpoint)
+    result: dict[str, float] = {}
+    if state is None:
+        factor = fit_from_predictions(preds)
+        temperature = adapter.write(checkpoint, out, temperature_factor=factor)
+    else:
+        probs = np.stack([p.energy_probs for p in preds])
+        centers = np.stack([p.energy_bin_centers for p in preds])
+        targets = np.array([p.energy_target for p in preds])
+        fits = {m: fit_predictive(probs, centers, targets,
+                                  [p.extra[f"epistemic_std_{m}"] for p in preds])
+                for m in METHODS}
+        factor = fits[state["method"]]["temperature"]
+        temperature = adapter.write(checkpoint, out, temperature_factor=factor,
+                                    alpha={m: f["alpha"] for m, f in fits.items()})
+        result = {"method": state["method"], "alpha": fits[state["method"]]["alpha"]}
     _, after = score(out)
-    return {"temperature": temperature, "factor": factor,
-            **{f"{k}_before": before[k] for k in ("energy_nll", "miscalibration_area",
-                                                  "energy_mae")},
-            **{f"{k}_after": after[k] for k in ("energy_nll", "miscalibration_area",
-                                                "energy_mae")}}
+    return {"temperature": temperature, "factor": factor, **result,
+            **{f"{k}_before": before[k] for k in CALIBRATION_KEYS},
+            **{f"{k}_after": after[k] for k in CALIBRATION_KEYS}}
+
+
+def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],
+                    val: Sequence[str | Path] | None, out: str | Path,
+                    method: str | None = None, batch_size: int = 8, device: str = "cpu",
+                    progress: Say | None = None) -> dict[str, float]:
+    """Fit the epistemic state on ``train`` (one pass), then calibrate on ``val``.
+
+    Writes ``out``, a copy of ``checkpoint`` whose energy head carries the fitted state:
+    every loader of the model (predict, evaluate, calculators) applies it. Without
+    ``val`` the scales stay at 1 (uncalibrated) and ``energy_uncertainty`` is not yet
+    meaningful in eV; run ``calibrate`` later.
+    """
+    from fairchem_categorical.data.formats import read_frames
+    from fairchem_categorical.epistemic import DEFAULT_METHOD
+
+    adapter = lines.current("fit-uncertainty").adapter("uncertainty")
+    frames = read_frames(train, require_labels=False)
+    t = time.time()
+    if progress:
+        progress(f"fitting the feature statistics on {len(frames)} training structures")
+    state = adapter.fit(checkpoint, frames, method or DEFAULT_METHOD, batch_size=batch_size,
+                        device=device, progress=progress)
+    fit_seconds = time.time() - t
+    if progress:
+        elements = ", ".join(f"Z={int(z)}: {int(n)}" for z, n in
+                             zip(state["elements"], state["element_counts"], strict=True))
+        progress(f"fitted {state['method']} on {state['num_structures']} structures "
+                 f"({elements} atoms) in {fit_seconds:.0f} s")
+    adapter.write(checkpoint, out, epistemic=state)
+    result = {"fit_seconds": fit_seconds}
+    if val:
+        result.update(calibrate(out, val, out, progress=progress))
+    return result
