@@ -229,14 +229,16 @@ def predictive_nll(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch
 def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor,
                    targets: np.ndarray | torch.Tensor,
                    epistemic_std: np.ndarray | torch.Tensor | None = None,
+                   temperature: float | None = None,
                    temperature_bounds: tuple[float, float] = (0.05, 20.0),
                    alpha_bounds: tuple[float, float] = (1e-6, 1e3)) -> dict[str, float]:
-    """Temperature and epistemic scale minimising ``predictive_nll`` on held-out data.
+    """Temperature and/or epistemic scale minimising ``predictive_nll`` on held-out data.
 
-    Returns ``temperature`` (relative to the one ``probs`` were decoded with), ``alpha``
-    (0 without ``epistemic_std``) and the mean NLL before (T = 1, alpha = 0) and after.
-    Minimises over (log T, log alpha) with bounded L-BFGS from a few starting scales, so
-    the result does not hang on one start.
+    Without ``epistemic_std``: the temperature alone (alpha = 0). With it and a fixed
+    ``temperature``: alpha alone. With neither fixed: both at once. Returns
+    ``temperature`` (relative to the one ``probs`` were decoded with), ``alpha`` and the
+    mean NLL before (T = 1, alpha = 0) and after. Bounded L-BFGS on log T and log alpha,
+    from a few starting scales of alpha so the result does not hang on one start.
     """
     from scipy.optimize import minimize
 
@@ -250,37 +252,52 @@ def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch
     if logits.shape != c.shape or logits.shape[0] != len(y):
         raise ValueError(f"probs {tuple(logits.shape)}, centers {tuple(c.shape)} and {len(y)} "
                          "targets disagree")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
     left, width = bin_geometry(c)
     kernel2 = (TAIL_KERNEL_BINS * width) ** 2
     yt = torch.as_tensor(y)
-    e2 = None
+    e2 = torch.zeros_like(yt)
     if epistemic_std is not None:
         e = np.asarray(epistemic_std, dtype=np.float64).reshape(-1)
         if e.shape != y.shape or not np.isfinite(e).all() or (e < 0).any():
             raise ValueError("epistemic_std must hold one finite value >= 0 per structure")
         e2 = torch.as_tensor(e) ** 2
+    log_t = (math.log(temperature_bounds[0]), math.log(temperature_bounds[1]))
+    log_a = (math.log(alpha_bounds[0]), math.log(alpha_bounds[1]))
+    fit_t, fit_a = temperature is None, epistemic_std is not None
+    if not (fit_t or fit_a):
+        raise ValueError("nothing to fit: a fixed temperature and no epistemic_std")
+
+    def full(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log T, log alpha) from the free parameters."""
+        i = 0
+        lt = x[0] if fit_t else torch.tensor(math.log(temperature or 1.0), dtype=x.dtype)
+        i += fit_t
+        la = x[i] if fit_a else torch.tensor(-math.inf, dtype=x.dtype)
+        return lt, la
 
     def nll_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
         xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-        q = torch.softmax(logits / xt[0].exp(), dim=-1)
-        var = kernel2 if e2 is None else kernel2 + (2 * xt[1]).exp() * e2
+        lt, la = full(xt)
+        q = torch.softmax(logits / lt.exp(), dim=-1)
+        var = kernel2 + (2 * la).exp() * e2
         loss = -smoothed_log_density(q, left, width, var.sqrt(), yt).mean()
         loss.backward()
         return float(loss.detach()), xt.grad.numpy()
 
-    log_t = (math.log(temperature_bounds[0]), math.log(temperature_bounds[1]))
-    if e2 is None:
-        starts, bounds = [np.array([0.0])], [log_t]
-    else:
-        log_a = (math.log(alpha_bounds[0]), math.log(alpha_bounds[1]))
+    bounds = [log_t] * fit_t + [log_a] * fit_a
+    if fit_a:
         # starts where the epistemic std is 1e-3, 1e-1 and 10 times the histogram's width
         typical = float(np.median(np.sqrt(e2.numpy()) / width.numpy()).clip(1e-12))
-        starts = [np.array([0.0, np.clip(math.log(f / typical), *log_a)])
+        starts = [np.array([0.0] * fit_t + [np.clip(math.log(f / typical), *log_a)])
                   for f in (1e-3, 1e-1, 10.0)]
-        bounds = [log_t, log_a]
+    else:
+        starts = [np.array([0.0])]
     best = min((minimize(nll_and_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds)
                 for x0 in starts), key=lambda r: r.fun)
-    before = nll_and_grad(np.array([0.0, -1e3]) if e2 is not None else np.array([0.0]))[0]
-    return {"temperature": float(math.exp(best.x[0])),
-            "alpha": float(math.exp(best.x[1])) if e2 is not None else 0.0,
+    lt, la = full(torch.tensor(best.x, dtype=torch.float64))
+    q = torch.softmax(logits, dim=-1)
+    before = float(-smoothed_log_density(q, left, width, kernel2.sqrt(), yt).mean())
+    return {"temperature": float(lt.exp()), "alpha": float(la.exp()),
             "nll_before": before, "nll_after": float(best.fun)}

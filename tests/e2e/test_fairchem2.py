@@ -219,3 +219,44 @@ def test_uma_moe_config_trains_and_predicts(small_dataset, small_bins, tmp_path)
     preds = predict_atoms(ckpt, read_frames([small_dataset["test"]]))
     assert all(np.isfinite(p.energy) and p.energy_std > 0 for p in preds)
     assert all(np.isfinite(p.forces).all() for p in preds)
+
+
+def test_fit_uncertainty_calibrate_predict_evaluate(categorical_ckpt, small_dataset, tmp_path):
+    """fit-uncertainty on train + calibrate on val; the state travels in the checkpoint."""
+    import json
+
+    from fairchem_categorical.fairchem2.uncertainty import read_state
+    from fairchem_categorical.predictions import read_predictions
+
+    fitted = tmp_path / "fitted.pt"
+    lines = _cli("fit-uncertainty", "--checkpoint", str(categorical_ckpt), "--train",
+                 str(small_dataset["train"]), "--val", str(small_dataset["val"]),
+                 "--out", str(fitted), "--method", "mahalanobis_tied")
+    assert Path(lines[-1]) == fitted
+    assert any(line.startswith("epistemic scale (mahalanobis_tied)") for line in lines)
+    state = read_state(fitted)
+    assert state["method"] == "mahalanobis_tied"
+    out = tmp_path / "preds.csv"
+    _cli("predict", "--checkpoint", str(fitted), str(small_dataset["test"]), "--out", str(out))
+    cols = read_predictions(out)
+    assert np.isfinite(cols["energy_uncertainty"]).all() and np.isfinite(cols["ood_score"]).all()
+    assert (cols["energy_uncertainty"] > cols["energy_std"]).all()
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["atom_ood_score"].shape == (int(cols["natoms"].sum()),)
+
+    # calibrating again keeps the fitted state and refits the scale from where it is
+    again = tmp_path / "again.pt"
+    lines = _cli("calibrate", "--checkpoint", str(fitted), "--val", str(small_dataset["val"]),
+                 "--out", str(again))
+    factor = float(lines[0].split("(x")[1].split()[0])
+    assert factor == pytest.approx(1.0, abs=0.02)  # already at the optimum
+    assert read_state(again)["alpha"]["mahalanobis_tied"] == pytest.approx(
+        state["alpha"]["mahalanobis_tied"], rel=0.05)
+
+    report = tmp_path / "eval"
+    _cli("evaluate", "--checkpoint", str(fitted), "--data", str(small_dataset["test"]),
+         "--ood-data", str(small_dataset["val"]), "--out", str(report))
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("auroc_ood_score", "spearman_energy_uncertainty", "energy_nll_uncertainty",
+                "miscalibration_area_uncertainty", "spearman_natoms"):
+        assert np.isfinite(metrics[key]), key
