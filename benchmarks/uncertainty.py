@@ -146,7 +146,7 @@ def score(preds: dict[str, list[StructurePrediction]]) -> dict[str, float]:
 
 
 def method_scores(preds: dict[str, list[StructurePrediction]]) -> dict[str, dict[str, float]]:
-    """Every epistemic method of a categorical model, calibrated on val with its own (T, alpha)."""
+    """Every epistemic method of a categorical model, its scale alpha fitted on val (T held)."""
     from fairchem_categorical.calibration import fit_predictive, retemper
     from fairchem_categorical.epistemic import METHODS
     from fairchem_categorical.report.metrics import auroc, spearman
@@ -159,7 +159,7 @@ def method_scores(preds: dict[str, list[StructurePrediction]]) -> dict[str, dict
         fit = fit_predictive(np.stack([p.energy_probs for p in val]),
                              np.stack([p.energy_bin_centers for p in val]),
                              [p.energy_target for p in val],
-                             [p.extra[f"epistemic_std_{m}"] for p in val])
+                             [p.extra[f"epistemic_std_{m}"] for p in val], temperature=1.0)
         centers = np.stack([p.energy_bin_centers for p in test])
         std = retemper(np.stack([p.energy_probs for p in test]), centers,
                        fit["temperature"])["energy_std"]
@@ -303,11 +303,21 @@ def prepare(out: Path, n_systems: int, ood_systems: int) -> None:
     (out / "splits.json").write_text(json.dumps({k: str(v) for k, v in data.items()}))
 
 
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def run(out: Path, epochs: int, seeds: int, members: int, n_systems: int, ood_systems: int,
         workers: int) -> dict:
     from fairchem_categorical.data import read_frames
 
-    t0 = time.time()
+    t0, load_start = time.time(), os.getloadavg()
     out.mkdir(parents=True, exist_ok=True)
     (out / "tasks").mkdir(exist_ok=True)
     _say(f"data: {n_systems} systems ({SPLITS}), OOD splits of {ood_systems} systems each")
@@ -341,10 +351,10 @@ def run(out: Path, epochs: int, seeds: int, members: int, n_systems: int, ood_sy
     results["_meta"] = {"epochs": epochs, "seeds": seeds, "members": members,
                         "n_systems": n_systems, "ood_systems": ood_systems, "workers": workers,
                         "structures": sizes, "seconds": time.time() - t0,
-                        "machine": f"{platform.machine()} {platform.processor() or ''}, "
-                                   f"{os.cpu_count()} cores",
-                        "date": time.strftime("%Y-%m-%d"),
-                        "load_before": os.getloadavg()}
+                        "machine": f"{_cpu()}, {os.cpu_count()} cores, {platform.machine()}",
+                        "date": time.strftime("%Y-%m-%d %H:%M"),
+                        "load_average_at_start": load_start,
+                        "load_average_at_end": os.getloadavg()}
     return results
 
 
@@ -385,7 +395,7 @@ def main() -> None:
         results = run(a.out, a.epochs, a.seeds, a.members, a.n_systems, a.ood_systems,
                       a.workers)
     text = (table(results["models"], ROWS) + "\n\nEpistemic methods of the categorical model "
-            "(each with its own temperature and scale fitted on val):\n\n"
+            "(each with its own scale fitted on val, the temperature held):\n\n"
             + table(results["methods"], METHOD_ROWS) + f"\n\n{results['_meta']}\n")
     (a.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (a.out / "results.md").write_text(text)

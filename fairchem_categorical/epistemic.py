@@ -11,19 +11,22 @@ head), so every line and every loader scores new structures the same way.
 
 Methods (all from one pass, all evaluated by ``EpistemicState.scores``):
 
-- ``mahalanobis``: per-element Gaussian density of the per-atom hidden features h_i (the
-  node block's output, what the mean pool averages). Atom score
-  ``a_i = (h_i - mu_Z)^T Sigma_Z^-1 (h_i - mu_Z) / H``: the squared Mahalanobis distance
-  per feature dimension, about 1 for training atoms of any element (chi^2_H / H). The
-  structure's score is the mean over its atoms. ``Sigma_Z`` is the element's covariance
-  shrunk towards the pooled within-element covariance with a prior weight of H atoms
-  (a conjugate Normal-inverse-Wishart prior), which is itself shrunk towards a multiple
-  of the identity by the Oracle Approximating Shrinkage rule (Chen et al. 2010): no
-  tuned constants. An element absent from training has no density of its own; its atoms
-  are scored against the Gaussian of all training atoms.
-- ``mahalanobis_max``: the same atom scores, the structure's score the largest of them
-  (one unfamiliar site is enough to make an energy unreliable).
-- ``mahalanobis_tied``: one covariance for every element (the pooled one), mean over atoms.
+- ``mahalanobis_tied`` (the default): a Gaussian density of the per-atom hidden features
+  h_i (the node block's output, what the mean pool averages) per element, with one shared
+  covariance (the pooled within-element one, as in Lee et al.'s 2018 Mahalanobis
+  detector). Atom score ``a_i = (h_i - mu_Z)^T Sigma^-1 (h_i - mu_Z) / H``: the squared
+  Mahalanobis distance per feature dimension, about 1 for training atoms of any element
+  (chi^2_H / H). The structure's score is the mean over its atoms. ``Sigma`` is shrunk
+  towards a multiple of the identity by the Oracle Approximating Shrinkage rule (Chen et
+  al. 2010): no tuned constants. An element absent from training has no density of its
+  own; its atoms get the distance to the nearest element that was seen (the smallest of
+  the per-element scores): as familiar as the closest thing the model knows. (The Gaussian
+  of all training atoms would not do: its covariance holds the spread between elements,
+  so an unseen element whose features fall between known ones looks typical.)
+- ``mahalanobis``: the same with a covariance per element, shrunk towards the shared one
+  with the weight of H prior atoms (a conjugate Normal-inverse-Wishart prior).
+- ``mahalanobis_max``: the per-element atom scores, the structure's score the largest of
+  them (one unfamiliar site is enough to make an energy unreliable).
 - ``llpr``: last-layer prediction rigidity (Bigi et al. 2024, arXiv 2403.02251) of the
   output layer's input, the mean-pooled feature with a bias entry f = [mean_i h_i, 1]:
   ``u = f^T (F^T F / n + eps I)^-1 f`` with F the training structures' features, eps from
@@ -48,7 +51,7 @@ import torch
 from torch import nn
 
 METHODS = ("mahalanobis", "mahalanobis_max", "mahalanobis_tied", "llpr")
-DEFAULT_METHOD = "mahalanobis"
+DEFAULT_METHOD = "mahalanobis_tied"
 STATE_VERSION = 1
 
 
@@ -149,9 +152,6 @@ def fit_state(stats: FeatureStatistics, method: str = DEFAULT_METHOD) -> dict[st
     prior = float(dim)
     per_element = (counts[:, None, None] * covs + prior * pooled) / (counts[:, None, None]
                                                                     + prior)
-    total_mean = (counts[:, None] * means).sum(0) / n
-    total_outer = sum(stats.atom_outer.values()) / n
-    total, _ = oas_shrink(total_outer - torch.outer(total_mean, total_mean), n)
     second, _ = oas_shrink(stats.struct_outer / stats.struct_count, stats.struct_count)
     return {
         "version": STATE_VERSION,
@@ -162,8 +162,6 @@ def fit_state(stats: FeatureStatistics, method: str = DEFAULT_METHOD) -> dict[st
         "means": means,
         "precisions": torch.stack([_precision(c) for c in per_element]),
         "tied_precision": _precision(pooled),
-        "global_mean": total_mean,
-        "global_precision": _precision(total),
         "llpr_precision": _precision(second),
         "num_structures": stats.struct_count,
         # fitted on validation data by calibrate; 1 until then
@@ -282,14 +280,17 @@ class EpistemicState(nn.Module):
                             dtype=torch.long, device=h.device)
         lookup[s["elements"]] = torch.arange(len(s["elements"]), device=h.device)
         row = lookup[z]
-        seen = row >= 0
+        unseen = row < 0
         safe = row.clamp_min(0)
         diff = h - s["means"][safe]
-        per_element = _quadratic(diff, s["precisions"][safe])
-        tied = _quadratic(diff, s["tied_precision"])
-        unseen = _quadratic(h - s["global_mean"], s["global_precision"])
-        maha = torch.where(seen, per_element, unseen) / dim
-        maha_tied = torch.where(seen, tied, unseen) / dim
+        maha = _quadratic(diff, s["precisions"][safe]) / dim
+        maha_tied = _quadratic(diff, s["tied_precision"]) / dim
+        if bool(unseen.any()):  # the nearest element that was seen
+            x = h[unseen]
+            each = [(x - mean, s["precisions"][i]) for i, mean in enumerate(s["means"])]
+            maha[unseen] = torch.stack([_quadratic(d, p) for d, p in each]).min(0).values / dim
+            maha_tied[unseen] = torch.stack([_quadratic(d, s["tied_precision"])
+                                             for d, _ in each]).min(0).values / dim
         llpr_atom = _quadratic(_with_bias(h), s["llpr_precision"])
         llpr = _quadratic(_with_bias(pooled.detach().double()), s["llpr_precision"])
         return {

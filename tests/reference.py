@@ -182,13 +182,14 @@ def epistemic_frames() -> dict[str, list[Atoms]]:
     return out
 
 
-def assert_epistemic_outputs(preds: list, alpha: float) -> None:
+def assert_epistemic_outputs(preds: list, alpha: float, method: str = "mahalanobis_tied"
+                             ) -> None:
     """energy_uncertainty is the std of the histogram smoothed by sqrt(k^2 + alpha^2 e^2)."""
     for p in preds:
         width = p.energy_bin_centers[1] - p.energy_bin_centers[0]
-        e = p.extra["epistemic_std_mahalanobis"]
+        e = p.extra[f"epistemic_std_{method}"]
         want = np.sqrt(p.energy_std**2 + (0.75 * width) ** 2 + (alpha * e) ** 2)
         assert p.energy_uncertainty == pytest.approx(want, rel=1e-4)
-        assert p.ood_score == pytest.approx(p.extra["ood_mahalanobis"])
+        assert p.ood_score == pytest.approx(p.extra[f"ood_{method}"])
         assert p.atom_ood_score.shape == (p.natoms,)
         assert p.ood_score == pytest.approx(float(np.mean(p.atom_ood_score)), rel=1e-6)

@@ -101,7 +101,8 @@ def _report_calibration(result: dict) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.jobs import calibrate
 
-    _report_calibration(calibrate(args.checkpoint, args.val, args.out))
+    _report_calibration(calibrate(args.checkpoint, args.val, args.out,
+                                  fit_temperature=args.fit_temperature))
     _say(str(Path(args.out)))
     return 0
 
@@ -111,7 +112,8 @@ def cmd_fit_uncertainty(args: argparse.Namespace) -> int:
 
     result = fit_uncertainty(args.checkpoint, args.train, args.val, args.out,
                              method=args.method, batch_size=args.batch_size,
-                             device=args.device, progress=_say)
+                             device=args.device, fit_temperature=bool(args.fit_temperature),
+                             progress=_say)
     if args.val:
         _report_calibration(result)
     else:
@@ -132,6 +134,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fairchem_categorical.epistemic import DEFAULT_METHOD, METHODS
 
+    temperature_flag = ("--fit-temperature",)
+    temperature_kw = dict(
+        action="store_true", default=None,
+        help="with a fitted epistemic state, refit the temperature together with the "
+             "epistemic scale (default: hold it; a free joint fit can collapse or flatten the "
+             "histogram and move the energies). Without one, the temperature is always fitted")
     p = argparse.ArgumentParser(prog="fairchem-categorical", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -213,13 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("calibrate", help="fit the temperature (and epistemic scale) on "
                                          "validation data",
-                       description="Fit the temperature that minimises the NLL of validation "
-                                   "targets (with a fitted epistemic state: together with the "
-                                   "epistemic scale) and store it in a copy of the checkpoint; "
-                                   "predict applies it.")
+                       description="With a fitted epistemic state (fit-uncertainty): fit the "
+                                   "epistemic scale that minimises the NLL of validation "
+                                   "targets under energy_uncertainty's distribution (with "
+                                   "--fit-temperature, the temperature too). Without one: the "
+                                   "temperature. Stored in a copy of the checkpoint; predict "
+                                   "applies it.")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--val", nargs="+", required=True, help="validation data")
     s.add_argument("--out", required=True, help="the calibrated checkpoint to write")
+    s.add_argument(*temperature_flag, **temperature_kw)
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("fit-uncertainty", help="fit the epistemic uncertainty after training",
@@ -238,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "every method's score is computed)")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--device", default="cpu")
+    s.add_argument(*temperature_flag, **temperature_kw)
     s.set_defaults(func=cmd_fit_uncertainty)
 
     s = sub.add_parser("demo", help="the main job on the embedded data",

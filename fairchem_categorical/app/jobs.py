@@ -85,14 +85,19 @@ CALIBRATION_KEYS = ("energy_nll", "miscalibration_area", "energy_mae",
 
 
 def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path,
-              progress: Say | None = None) -> dict[str, float]:
-    """Fit the temperature (and the epistemic scale) on ``val``; write, score before/after.
+              fit_temperature: bool | None = None, progress: Say | None = None
+              ) -> dict[str, float]:
+    """Fit the epistemic scale (and/or the temperature) on ``val``; write; score before/after.
 
-    With a fitted epistemic state (``fit_uncertainty``), the temperature and every
-    method's scale alpha are fitted together by the likelihood of the validation targets
-    under the calibrated predictive distribution (``calibration.fit_predictive``); the
-    designated method's fit sets the temperature. Without one, the temperature alone
-    (``calibration.fit_from_predictions``).
+    With a fitted epistemic state (``fit_uncertainty``), every method's scale alpha is
+    fitted by the likelihood of the validation targets under the calibrated predictive
+    distribution (``calibration.fit_predictive``), the temperature held where it is
+    unless ``fit_temperature``: then both at once. Held by default because a free joint
+    fit is degenerate (collapsing the histogram to its mode, T -> 0, which snaps the
+    decoded energy to bin centres and breaks conservative forces; or flattening it,
+    T >> 1, which drags the energy towards the support's centre), while the epistemic
+    term widens the distribution where the features say so. Without a fitted state, the
+    temperature alone (``calibration.fit_from_predictions``).
     """
     from fairchem_categorical.calibration import fit_from_predictions, fit_predictive
     from fairchem_categorical.epistemic import METHODS
@@ -111,14 +116,19 @@ def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path
     state = adapter.read_state(checkpoint)
     result: dict[str, float] = {}
     if state is None:
+        if fit_temperature is False:
+            raise ValueError(f"{checkpoint} has no fitted epistemic state, so the temperature "
+                             "is all there is to calibrate (run fit-uncertainty first)")
         factor = fit_from_predictions(preds)
         temperature = adapter.write(checkpoint, out, temperature_factor=factor)
     else:
         probs = np.stack([p.energy_probs for p in preds])
         centers = np.stack([p.energy_bin_centers for p in preds])
         targets = np.array([p.energy_target for p in preds])
+        held = None if fit_temperature else 1.0
         fits = {m: fit_predictive(probs, centers, targets,
-                                  [p.extra[f"epistemic_std_{m}"] for p in preds])
+                                  [p.extra[f"epistemic_std_{m}"] for p in preds],
+                                  temperature=held)
                 for m in METHODS}
         factor = fits[state["method"]]["temperature"]
         temperature = adapter.write(checkpoint, out, temperature_factor=factor,
@@ -133,7 +143,8 @@ def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path
 def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],
                     val: Sequence[str | Path] | None, out: str | Path,
                     method: str | None = None, batch_size: int = 8, device: str = "cpu",
-                    progress: Say | None = None) -> dict[str, float]:
+                    fit_temperature: bool = False, progress: Say | None = None
+                    ) -> dict[str, float]:
     """Fit the epistemic state on ``train`` (one pass), then calibrate on ``val``.
 
     Writes ``out``, a copy of ``checkpoint`` whose energy head carries the fitted state:
@@ -160,5 +171,6 @@ def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],
     adapter.write(checkpoint, out, epistemic=state)
     result = {"fit_seconds": fit_seconds}
     if val:
-        result.update(calibrate(out, val, out, progress=progress))
+        result.update(calibrate(out, val, out, fit_temperature=fit_temperature,
+                                progress=progress))
     return result

@@ -65,11 +65,9 @@ def _np_state(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     counts = {e: int((z == e).sum()) for e in elements}
     pooled = np_oas(sum(counts[e] * covs[e] for e in elements) / n, n)
     per = {e: (counts[e] * covs[e] + H * pooled) / (counts[e] + H) for e in elements}
-    total = np_oas(np.cov(h.T, bias=True), n)
     fb = np.c_[f["pooled"], np.ones(10)]
     second = np_oas(fb.T @ fb / 10, 10)
-    return {"means": means, "per": per, "pooled": pooled, "total": total,
-            "global_mean": h.mean(0), "second": second}
+    return {"means": means, "per": per, "pooled": pooled, "second": second}
 
 
 def test_oas_matches_scikit_learn() -> None:
@@ -93,8 +91,6 @@ def test_fit_state_moments_by_hand(features: dict) -> None:
                                    rtol=1e-8)
     np.testing.assert_allclose(state["tied_precision"].numpy(), np.linalg.inv(want["pooled"]),
                                rtol=1e-8)
-    np.testing.assert_allclose(state["global_precision"].numpy(),
-                               np.linalg.inv(want["total"]), rtol=1e-8)
     np.testing.assert_allclose(state["llpr_precision"].numpy(), np.linalg.inv(want["second"]),
                                rtol=1e-8)
     assert state["alpha"] == dict.fromkeys(METHODS, 1.0)
@@ -102,7 +98,7 @@ def test_fit_state_moments_by_hand(features: dict) -> None:
 
 def test_streaming_in_batches_equals_one_pass(features: dict) -> None:
     one, many = fit_state(_stats(features, 1)), fit_state(_stats(features, 5))
-    for key in ("means", "precisions", "tied_precision", "global_precision", "llpr_precision"):
+    for key in ("means", "precisions", "tied_precision", "llpr_precision"):
         np.testing.assert_allclose(many[key].numpy(), one[key].numpy(), rtol=1e-9, atol=1e-12)
 
 
@@ -118,8 +114,8 @@ def test_scores_by_hand_training_point_low_far_point_high(features: dict) -> Non
     m = _module(state)
     mu1 = want["means"][1]
     # structure 0: one H atom at its element's mean, one O atom far away, one atom of
-    # an element never seen (Z=29) at the global mean; structure 1: an H atom far away
-    h = np.stack([mu1, want["means"][8] + [6.0, 0, 0, 0], want["global_mean"],
+    # an element never seen (Z=29) near the O mean; structure 1: an H atom far away
+    h = np.stack([mu1, want["means"][8] + [6.0, 0, 0, 0], want["means"][8] + [0, 0.5, 0, 0],
                   mu1 + [0, 0, 0, 30.0]])
     z = torch.tensor([1, 8, 29, 1])
     batch = torch.tensor([0, 0, 0, 1])
@@ -129,18 +125,24 @@ def test_scores_by_hand_training_point_low_far_point_high(features: dict) -> Non
     far_o = d @ np.linalg.inv(want["per"][8]) @ d / H
     d = h[3] - mu1
     far_h = d @ np.linalg.inv(want["per"][1]) @ d / H
-    np.testing.assert_allclose(s["mahalanobis"]["atom"].numpy(), [0.0, far_o, 0.0, far_h],
+    # the unseen element: its distance to the nearest seen element (O here)
+    near = min((h[2] - want["means"][e]) @ np.linalg.inv(want["per"][e]) @ (h[2] - want["means"][e])
+               for e in (1, 8)) / H
+    d = h[2] - want["means"][8]
+    assert near == pytest.approx(d @ np.linalg.inv(want["per"][8]) @ d / H)
+    np.testing.assert_allclose(s["mahalanobis"]["atom"].numpy(), [0.0, far_o, near, far_h],
                                atol=1e-9, rtol=1e-8)
     assert far_o > 20 and far_h > 20  # far points score far above training atoms (~1)
-    np.testing.assert_allclose(s["mahalanobis"]["structure"].numpy(), [far_o / 3, far_h],
-                               rtol=1e-8)
+    np.testing.assert_allclose(s["mahalanobis"]["structure"].numpy(),
+                               [(far_o + near) / 3, far_h], rtol=1e-8)
     np.testing.assert_allclose(s["mahalanobis_max"]["structure"].numpy(), [far_o, far_h],
                                rtol=1e-8)
     tied = [(x - want["means"][e]) @ np.linalg.inv(want["pooled"]) @ (x - want["means"][e]) / H
             for x, e in ((h[1], 8), (h[3], 1))]
     np.testing.assert_allclose(s["mahalanobis_tied"]["atom"].numpy()[[1, 3]], tied, rtol=1e-8)
-    # the unseen element is scored against all training atoms: at their mean, 0
-    assert float(s["mahalanobis_tied"]["atom"][2]) == pytest.approx(0.0, abs=1e-9)
+    near_tied = min((h[2] - want["means"][e]) @ np.linalg.inv(want["pooled"])
+                    @ (h[2] - want["means"][e]) for e in (1, 8)) / H
+    assert float(s["mahalanobis_tied"]["atom"][2]) == pytest.approx(near_tied, rel=1e-8)
     # LLPR: [f, 1]^T (F^T F / n + eps I)^-1 [f, 1], per structure and per atom
     cinv = np.linalg.inv(want["second"])
     fb = np.c_[pooled, np.ones(2)]

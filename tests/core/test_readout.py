@@ -116,7 +116,7 @@ def test_energy_outputs_add_the_epistemic_terms_once_fitted() -> None:
     logits, out = readout.energy_outputs(xt, bt, nt, z[:9])
     s = readout.epistemic.scores(readout.node_block(xt), mean_pool(readout.node_block(xt), bt,
                                                                    nt), z[:9], bt)
-    u = s["mahalanobis"]["structure"].numpy()
+    u = s["mahalanobis_tied"]["structure"].numpy()  # the default method
     p, c = np_probs(logits), np_centers(SUPPORT)
     mean = (p * c).sum(-1)
     var = (p * (c - mean[:, None]) ** 2).sum(-1)

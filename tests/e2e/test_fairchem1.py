@@ -214,7 +214,7 @@ def test_fit_uncertainty_and_calibrate_through_the_cli(eqv2_categorical, pyg_dat
                  str(pyg_data["train"]), "--val", str(pyg_data["val"]), "--out", str(fitted))
     assert Path(lines[-1]) == fitted
     state = read_state(fitted)
-    assert state["method"] == "mahalanobis" and state["alpha"]["mahalanobis"] != 1.0
+    assert state["method"] == "mahalanobis_tied" and state["alpha"]["mahalanobis_tied"] != 1.0
     cols = _predict(fitted, pyg_data["test"], tmp_path / "fitted.csv")
     assert np.isfinite(cols["energy_uncertainty"]).all() and np.isfinite(cols["ood_score"]).all()
     assert (cols["energy_uncertainty"] > cols["energy_std"]).all()

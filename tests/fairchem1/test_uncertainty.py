@@ -71,6 +71,6 @@ def test_write_scales_the_temperature_and_the_epistemic_term(fitted, frames, tmp
     out = tmp_path / "calibrated.pt"
     path = fitted["esen_categorical_conserving"][1]
     assert uncertainty.write(path, out, temperature_factor=2.0,
-                             alpha={"mahalanobis": 0.3}) == pytest.approx(2.0)
-    assert uncertainty.read_state(out)["alpha"]["mahalanobis"] == 0.3
+                             alpha={"mahalanobis_tied": 0.3}) == pytest.approx(2.0)
+    assert uncertainty.read_state(out)["alpha"]["mahalanobis_tied"] == 0.3
     assert_epistemic_outputs(predict_atoms(out, frames["held_out"]), alpha=0.3)

@@ -43,7 +43,7 @@ def test_fitted_state_round_trips_through_the_checkpoint(fitted, frames) -> None
     state, path = fitted
     assert uncertainty.read_state(CKPT) is None
     stored = uncertainty.read_state(path)
-    assert stored["method"] == "mahalanobis" and stored["num_structures"] == 48
+    assert stored["method"] == "mahalanobis_tied" and stored["num_structures"] == 48
     assert torch.equal(stored["precisions"], state["precisions"])
     # the raw and the EMA weights both carry it
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -81,8 +81,8 @@ def test_unseen_element_and_hot_rattles_score_above_in_distribution(fitted, fram
 def test_write_scales_the_temperature_and_the_epistemic_term(fitted, frames, tmp_path) -> None:
     out = tmp_path / "calibrated.pt"
     assert uncertainty.write(fitted[1], out, temperature_factor=2.0,
-                             alpha={"mahalanobis": 0.3}) == pytest.approx(2.0)
-    assert uncertainty.read_state(out)["alpha"]["mahalanobis"] == 0.3
+                             alpha={"mahalanobis_tied": 0.3}) == pytest.approx(2.0)
+    assert uncertainty.read_state(out)["alpha"]["mahalanobis_tied"] == 0.3
     preds = predict_atoms(out, frames["held_out"])
     assert_epistemic_outputs(preds, alpha=0.3)
 
