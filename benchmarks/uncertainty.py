@@ -378,8 +378,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--members", type=int, default=5)
-    ap.add_argument("--n-systems", type=int, default=60)
-    ap.add_argument("--ood-systems", type=int, default=8)
+    ap.add_argument("--n-systems", type=int, default=80)
+    ap.add_argument("--ood-systems", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2, help="models trained at once")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: 2 seeds, 3 members, 20 systems, 3 epochs")
