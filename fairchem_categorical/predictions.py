@@ -39,9 +39,6 @@ class StructurePrediction:
     energy_edge_mass: float = math.nan
     energy_low90: float = math.nan
     energy_high90: float = math.nan
-    # calibrated total-energy uncertainty (histogram + epistemic), eV; OOD score (unitless)
-    energy_uncertainty: float = math.nan
-    ood_score: float = math.nan
     energy_target: float = math.nan
     forces_target: np.ndarray | None = None
     fixed: np.ndarray | None = None
@@ -50,6 +47,9 @@ class StructurePrediction:
     # the predicted energy histogram: bin centers in eV of total energy, probabilities
     energy_bin_centers: np.ndarray | None = None
     energy_probs: np.ndarray | None = None
+    # calibrated total-energy uncertainty (histogram + epistemic), eV; OOD score (unitless)
+    energy_uncertainty: float = math.nan
+    ood_score: float = math.nan
     # per-atom epistemic score (higher = less like the training data)
     atom_ood_score: np.ndarray | None = None
     # other per-structure model outputs (e.g. every epistemic method's score), not in the CSV

@@ -64,6 +64,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           device=args.device, progress=_say)
     csv_path, npz_path = write_predictions(preds, args.out)
     _say(f"wrote {csv_path} ({len(preds)} structures) and {npz_path}")
+    if preds[0].energy_probs is not None and preds[0].ood_score != preds[0].ood_score:
+        _say("note: energy_uncertainty and ood_score are empty: this checkpoint has no fitted "
+             "epistemic state (run fit-uncertainty on it)")
     return 0
 
 

@@ -42,6 +42,7 @@ from fairchem_categorical.report.plots import (
     plot_error_vs_uncertainty,
     plot_extreme_histograms,
     plot_rejection_curves,
+    plot_score_distributions,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -458,6 +459,21 @@ def test_plots_write_images(tmp_path: Path, calibrated: dict) -> None:
     _check_png(plot_rejection_curves({"std": rejection_curve(s, err),
                                       "random": rejection_curve(rng.uniform(size=500), err)},
                                      tmp_path / "rej.png"))
+    _check_png(plot_score_distributions({"test": rng.lognormal(0, 0.3, 100),
+                                         "OOD": rng.lognormal(3, 1, 40)}, tmp_path / "ood.png"))
+
+
+def test_evaluate_report_plots_the_designated_columns(tmp_path: Path) -> None:
+    from fairchem_categorical.report.evaluate import write_report
+
+    cols, arrays = _synthetic_run(n=40, seed=12)
+    ood, _ = _synthetic_run(n=20, seed=13)
+    ood["ood_score"] = ood["ood_score"] * 10
+    metrics = write_report(cols, arrays, tmp_path, ood)
+    assert metrics["auroc_ood_score"] == 1.0
+    for png in ("error_vs_energy_uncertainty.png", "rejection_curve.png", "ood_score.png",
+                "calibration_curve.png"):
+        _check_png(tmp_path / png)
 
 
 def test_energy_uncertainty_scores_the_smoothed_predictive() -> None:
