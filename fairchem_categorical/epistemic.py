@@ -170,10 +170,8 @@ def fit_state(stats: FeatureStatistics, method: str = DEFAULT_METHOD) -> dict[st
 
 
 def _quadratic(x: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
-    """x_i^T P x_i per row (batched P of shape (N, H, H) or one (H, H))."""
-    if precision.ndim == 2:
-        return ((x @ precision) * x).sum(-1)
-    return (torch.einsum("nh,nhk->nk", x, precision) * x).sum(-1)
+    """x_i^T P x_i per row of x (N, H), for one P (H, H)."""
+    return ((x @ precision) * x).sum(-1)
 
 
 def _segment_mean(x: torch.Tensor, batch: torch.Tensor, num: int) -> torch.Tensor:
@@ -283,7 +281,11 @@ class EpistemicState(nn.Module):
         unseen = row < 0
         safe = row.clamp_min(0)
         diff = h - s["means"][safe]
-        maha = _quadratic(diff, s["precisions"][safe]) / dim
+        maha = torch.empty_like(h[:, 0])
+        for i in torch.unique(safe).tolist():  # one (n_i, H) x (H, H) product per element
+            rows = safe == i
+            maha[rows] = _quadratic(diff[rows], s["precisions"][i])
+        maha = maha / dim
         maha_tied = _quadratic(diff, s["tied_precision"]) / dim
         if bool(unseen.any()):  # the nearest element that was seen
             x = h[unseen]
