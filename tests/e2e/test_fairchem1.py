@@ -227,5 +227,6 @@ def test_fit_uncertainty_and_calibrate_through_the_cli(eqv2_categorical, pyg_dat
          "--ood-data", str(pyg_data["val"]), "--out", str(report))
     metrics = json.loads((report / "metrics.json").read_text())
     for key in ("auroc_ood_score", "spearman_energy_uncertainty", "energy_nll_uncertainty",
-                "miscalibration_area_uncertainty", "spearman_natoms"):
+                "miscalibration_area_uncertainty"):
         assert np.isfinite(metrics[key]), key
+    assert "spearman_natoms" in metrics  # NaN here: one test system, one atom count

@@ -258,5 +258,6 @@ def test_fit_uncertainty_calibrate_predict_evaluate(categorical_ckpt, small_data
          "--ood-data", str(small_dataset["val"]), "--out", str(report))
     metrics = json.loads((report / "metrics.json").read_text())
     for key in ("auroc_ood_score", "spearman_energy_uncertainty", "energy_nll_uncertainty",
-                "miscalibration_area_uncertainty", "spearman_natoms"):
+                "miscalibration_area_uncertainty"):
         assert np.isfinite(metrics[key]), key
+    assert "spearman_natoms" in metrics  # NaN here: one test system, one atom count
