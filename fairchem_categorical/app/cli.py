@@ -52,7 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.jobs import train
 
     _say(str(train(args.config, args.train_data, args.val_data, args.bins, args.max_epochs,
-                   args.seed, args.run_dir, args.overrides, say=_say)))
+                   args.seed, args.run_dir, args.overrides, say=_say,
+                   fit=args.fit_uncertainty)))
     return 0
 
 
@@ -189,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Runs `fairchem -c CONFIG` (fairchem 2.x configs) or "
                                    "`fairchem --mode train --config-yml CONFIG` (1.10 configs) "
                                    "with the plugin's heads; extra arguments are passed to "
-                                   "fairchem as overrides. Last line: final checkpoint.")
+                                   "fairchem as overrides. Last line: final checkpoint "
+                                   "(fitted, with --fit-uncertainty).")
     s.add_argument("config")
     s.add_argument("--train-data")
     s.add_argument("--val-data")
@@ -197,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-epochs", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--run-dir", help="default: runs/fairchem1 or runs/fairchem2")
+    s.add_argument("--fit-uncertainty", action="store_true",
+                   help="then fit-uncertainty on --train-data, calibrated on --val-data; the "
+                        "last line is the fitted checkpoint (<checkpoint>_fitted.pt)")
     s.add_argument("overrides", nargs="*",
                    help="fairchem overrides: Hydra's lr=1e-3 (2.x), --optim.lr_initial=1e-3 (1.10)")
     s.set_defaults(func=cmd_train)

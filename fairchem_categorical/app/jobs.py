@@ -31,23 +31,34 @@ def _check_data(path: str, flag: str) -> str:
 def train(config: str | Path, train_data: str | None = None, val_data: str | None = None,
           bins: str | Path | None = None, max_epochs: int | None = None,
           seed: int | None = None, run_dir: str | Path | None = None,
-          overrides: Sequence[str] | None = None, say: Say | None = None) -> Path:
+          overrides: Sequence[str] | None = None, say: Say | None = None,
+          fit: bool = False) -> Path:
     """Train through fairchem's own entry point; returns the final checkpoint.
 
     fairchem 2.x configs run as ``fairchem -c CONFIG`` (Hydra overrides), fairchem 1.10
     configs as ``fairchem --mode train --config-yml CONFIG`` (``--a.b=c`` overrides).
+    With ``fit``, ``fit_uncertainty`` follows on the same train/val data and the fitted
+    copy (``<checkpoint>_fitted.pt`` beside it) is returned instead.
     """
     config = Path(config).resolve()
     if not config.is_file():
         raise FileNotFoundError(f"config not found: {config}")
+    if fit and not (train_data and val_data):
+        raise ValueError("--fit-uncertainty needs --train-data and --val-data (it fits on the "
+                         "first and calibrates on the second)")
     major = lines.config_line(config)
     line = lines.require(major, f"{config.name} (a {lines.LINES[major].label} config)")
     run_dir = Path(run_dir or f"runs/fairchem{major}").resolve()
     train_data = _check_data(train_data, "--train-data") if train_data else None
     val_data = _check_data(val_data, "--val-data") if val_data else None
-    return line.adapter("train").run(
+    ckpt = line.adapter("train").run(
         config, run_dir, time.strftime("%Y%m%d-%H%M%S"), train_data, val_data, bins,
         max_epochs, seed, list(overrides or []), say)
+    if not fit:
+        return ckpt
+    fitted = ckpt.with_name(f"{ckpt.stem}_fitted{ckpt.suffix}")
+    fit_uncertainty(ckpt, [train_data], [val_data], fitted, progress=say)
+    return fitted
 
 
 def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size: int = 8,

@@ -261,3 +261,17 @@ def test_fit_uncertainty_calibrate_predict_evaluate(categorical_ckpt, small_data
                 "miscalibration_area_uncertainty"):
         assert np.isfinite(metrics[key]), key
     assert "spearman_natoms" in metrics  # NaN here: one test system, one atom count
+
+
+def test_train_with_fit_uncertainty_ends_on_a_fitted_checkpoint(small_dataset, small_bins,
+                                                                tmp_path):
+    from fairchem_categorical.fairchem2.uncertainty import read_state
+
+    lines = _cli("train", str(CONFIGS / "esen_categorical_conserving.yaml"), "--train-data",
+                 str(small_dataset["train"]), "--val-data", str(small_dataset["val"]),
+                 "--bins", str(small_bins), "--max-epochs", "1", "--run-dir", str(tmp_path),
+                 "--fit-uncertainty", *TINY_BACKBONE)
+    fitted = Path(lines[-1])
+    assert fitted.name == "inference_ckpt_fitted.pt" and fitted.is_file()
+    assert read_state(fitted)["alpha"]["mahalanobis_tied"] != 1.0  # calibrated on val
+    assert read_state(fitted.with_name("inference_ckpt.pt")) is None  # the original untouched
