@@ -9,6 +9,12 @@ holds the value a checkpoint then decodes with.
 Without the checkpoint, a ``predict`` NPZ is enough: log-probabilities are logits
 up to a per-row constant, which softmax ignores (``logits_from_probs``), and the
 target's bin index follows from each row's bin centers (``bin_index_from_centers``).
+
+With a fitted epistemic state (``epistemic.py``) the predictive distribution is the
+tempered histogram convolved with a Gaussian of variance
+``(TAIL_KERNEL_BINS * width)^2 + alpha^2 e^2`` (e: the epistemic std at alpha = 1);
+``fit_predictive`` fits T and alpha together by the likelihood of validation targets
+under exactly that density (``histogram.smoothed_log_density``).
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
 from fairchem_categorical.histogram import (
+    TAIL_KERNEL_BINS,
     HistogramSupport,
     bin_geometry,
     bin_index,
     entropy,
     moments,
+    smoothed_log_density,
 )
 from fairchem_categorical.predictions import StructurePrediction
 
@@ -194,3 +202,102 @@ def fit_from_predictions(preds: list[StructurePrediction]) -> float:
     probs = np.stack([p.energy_probs for p in preds])
     centers = np.stack([p.energy_bin_centers for p in preds])
     return fit_temperature(logits_from_probs(probs), bin_index_from_centers(centers, targets))
+
+
+def predictive_nll(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor,
+                   targets: np.ndarray | torch.Tensor, temperature: float = 1.0,
+                   alpha: float = 0.0, epistemic_std: np.ndarray | torch.Tensor | None = None
+                   ) -> np.ndarray:
+    """Per-structure -log density of the targets under the calibrated predictive distribution.
+
+    The histogram re-tempered by ``temperature`` (relative to the one ``probs`` came
+    with), convolved with N(0, (TAIL_KERNEL_BINS * width)^2 + (alpha * epistemic_std)^2);
+    nats of a density per eV when centers and targets are in eV.
+    """
+    logits = logits_from_probs(probs)
+    c = torch.as_tensor(np.asarray(centers, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).reshape(-1)
+    left, width = bin_geometry(c)
+    var = (TAIL_KERNEL_BINS * width) ** 2
+    if epistemic_std is not None and alpha:
+        e = torch.as_tensor(np.asarray(epistemic_std, dtype=np.float64)).reshape(-1)
+        var = var + (alpha * e) ** 2
+    q = torch.softmax(logits / temperature, dim=-1)
+    return (-smoothed_log_density(q, left, width, var.sqrt(), y)).numpy()
+
+
+def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor,
+                   targets: np.ndarray | torch.Tensor,
+                   epistemic_std: np.ndarray | torch.Tensor | None = None,
+                   temperature: float | None = None,
+                   temperature_bounds: tuple[float, float] = (0.05, 20.0),
+                   alpha_bounds: tuple[float, float] = (1e-6, 1e3)) -> dict[str, float]:
+    """Temperature and/or epistemic scale minimising ``predictive_nll`` on held-out data.
+
+    Without ``epistemic_std``: the temperature alone (alpha = 0). With it and a fixed
+    ``temperature``: alpha alone. With neither fixed: both at once. Returns
+    ``temperature`` (relative to the one ``probs`` were decoded with), ``alpha`` and the
+    mean NLL before (T = 1, alpha = 0) and after. Bounded L-BFGS on log T and log alpha,
+    from a few starting scales of alpha so the result does not hang on one start.
+    """
+    from scipy.optimize import minimize
+
+    y = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if not np.isfinite(y).all():
+        raise ValueError("calibration needs a finite energy target for every structure")
+    if len(y) < 2:
+        raise ValueError(f"calibration needs at least 2 structures, got {len(y)}")
+    logits = logits_from_probs(probs)
+    c = torch.as_tensor(np.asarray(centers, dtype=np.float64))
+    if logits.shape != c.shape or logits.shape[0] != len(y):
+        raise ValueError(f"probs {tuple(logits.shape)}, centers {tuple(c.shape)} and {len(y)} "
+                         "targets disagree")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    left, width = bin_geometry(c)
+    kernel2 = (TAIL_KERNEL_BINS * width) ** 2
+    yt = torch.as_tensor(y)
+    e2 = torch.zeros_like(yt)
+    if epistemic_std is not None:
+        e = np.asarray(epistemic_std, dtype=np.float64).reshape(-1)
+        if e.shape != y.shape or not np.isfinite(e).all() or (e < 0).any():
+            raise ValueError("epistemic_std must hold one finite value >= 0 per structure")
+        e2 = torch.as_tensor(e) ** 2
+    log_t = (math.log(temperature_bounds[0]), math.log(temperature_bounds[1]))
+    log_a = (math.log(alpha_bounds[0]), math.log(alpha_bounds[1]))
+    fit_t, fit_a = temperature is None, epistemic_std is not None
+    if not (fit_t or fit_a):
+        raise ValueError("nothing to fit: a fixed temperature and no epistemic_std")
+
+    def full(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log T, log alpha) from the free parameters."""
+        i = 0
+        lt = x[0] if fit_t else torch.tensor(math.log(temperature or 1.0), dtype=x.dtype)
+        i += fit_t
+        la = x[i] if fit_a else torch.tensor(-math.inf, dtype=x.dtype)
+        return lt, la
+
+    def nll_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        lt, la = full(xt)
+        q = torch.softmax(logits / lt.exp(), dim=-1)
+        var = kernel2 + (2 * la).exp() * e2
+        loss = -smoothed_log_density(q, left, width, var.sqrt(), yt).mean()
+        loss.backward()
+        return float(loss.detach()), xt.grad.numpy()
+
+    bounds = [log_t] * fit_t + [log_a] * fit_a
+    if fit_a:
+        # starts where the epistemic std is 1e-3, 1e-1 and 10 times the histogram's width
+        typical = float(np.median(np.sqrt(e2.numpy()) / width.numpy()).clip(1e-12))
+        starts = [np.array([0.0] * fit_t + [np.clip(math.log(f / typical), *log_a)])
+                  for f in (1e-3, 1e-1, 10.0)]
+    else:
+        starts = [np.array([0.0])]
+    best = min((minimize(nll_and_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds)
+                for x0 in starts), key=lambda r: r.fun)
+    lt, la = full(torch.tensor(best.x, dtype=torch.float64))
+    q = torch.softmax(logits, dim=-1)
+    before = float(-smoothed_log_density(q, left, width, kernel2.sqrt(), yt).mean())
+    return {"temperature": float(lt.exp()), "alpha": float(la.exp()),
+            "nll_before": before, "nll_after": float(best.fun)}

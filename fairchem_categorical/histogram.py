@@ -3,7 +3,8 @@
 Pure torch, no fairchem import, so both fairchem lines share the exact same math.
 
 Two levels. The module functions (``bin_geometry``, ``bin_index``, ``moments``,
-``entropy``, ``quantile``) work on probabilities over equal-width bins given per row
+``entropy``, ``quantile``, and the smoothed density ``smoothed_log_density``,
+``smoothed_cdf``, ``smoothed_quantile``) work on probabilities over equal-width bins given per row
 (batched over leading dimensions): a prediction file's histograms are on the eV axis
 of each structure, whose bin width scales with its atom count. ``HistogramSupport``
 is one fixed support (edges in buffers, an encoding, a temperature) whose decoders
@@ -23,6 +24,10 @@ from torch import nn
 ENCODINGS = ("hl_gauss", "two_hot", "one_hot")
 DEFAULT_NUM_BINS = 128
 DEFAULT_SIGMA_RATIO = 0.75
+#: Width, in bin widths, of the Gaussian a histogram is smoothed with to give it tails
+#: beyond its support (``smoothed_log_density``): the default HL-Gauss sigma, the label
+#: smoothing the model was trained with.
+TAIL_KERNEL_BINS = DEFAULT_SIGMA_RATIO
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +79,86 @@ def quantile(probs: torch.Tensor, left: torch.Tensor | float, width: torch.Tenso
     below = cdf.gather(-1, k).squeeze(-1) - p_k
     frac = ((q - below) / p_k.clamp_min(1e-12)).clamp(0.0, 1.0)
     return left + (k.squeeze(-1) + frac) * width
+
+
+def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(Phi(a) - Phi(b)) for a > b, accurate in both tails."""
+    upper = b > 0  # both in the upper tail: Phi(a) - Phi(b) = Phi(-b) - Phi(-a)
+    hi = torch.where(upper, -b, a)
+    lo = torch.where(upper, -a, b)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    d = (log_lo - log_hi).clamp_max(0.0)
+    # log(1 - exp(d)): expm1 near 0, log1p far from it
+    log1mexp = torch.where(d > -math.log(2.0), torch.log(-torch.expm1(d)),
+                           torch.log1p(-torch.exp(d)))
+    return log_hi + log1mexp
+
+
+def smoothed_log_density(probs: torch.Tensor, left: torch.Tensor | float,
+                         width: torch.Tensor | float, kernel_std: torch.Tensor | float,
+                         y: torch.Tensor) -> torch.Tensor:
+    """log density at ``y`` of the histogram (uniform in each bin) convolved with N(0, s^2).
+
+    ``sum_k p_k [Phi((y - l_k) / s) - Phi((y - l_k - w) / s)] / w`` with l_k the bins' left
+    edges and s = ``kernel_std`` (per row or one value): a proper density on the whole
+    line, whose tails beyond the support fall off as a Gaussian from the edge bins, so a
+    target d beyond the support costs about (d / s)^2 / 2 nats. Computed in log space.
+    """
+    k = probs.shape[-1]
+    left = torch.as_tensor(left, dtype=probs.dtype, device=probs.device)
+    width = torch.as_tensor(width, dtype=probs.dtype, device=probs.device)
+    s = torch.as_tensor(kernel_std, dtype=probs.dtype, device=probs.device)
+    if not bool((s > 0).all()):
+        raise ValueError("kernel_std must be > 0")
+    edges = left.unsqueeze(-1) + width.unsqueeze(-1) * torch.arange(
+        k, dtype=probs.dtype, device=probs.device)
+    yy, ss = y.unsqueeze(-1), s.unsqueeze(-1) if s.ndim else s
+    log_mass = _log_ndtr_diff((yy - edges) / ss, (yy - edges - width.unsqueeze(-1)) / ss)
+    logp = torch.log(probs.clamp_min(0.0))
+    return torch.logsumexp(logp + log_mass, dim=-1) - torch.log(width)
+
+
+def _integrated_ndtr(z: torch.Tensor) -> torch.Tensor:
+    """int_{-inf}^z Phi(t) dt = z Phi(z) + phi(z)."""
+    return z * torch.special.ndtr(z) + torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
+
+
+def smoothed_cdf(probs: torch.Tensor, left: torch.Tensor | float, width: torch.Tensor | float,
+                 kernel_std: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
+    """CDF at ``y`` of the smoothed histogram of ``smoothed_log_density``."""
+    k = probs.shape[-1]
+    left = torch.as_tensor(left, dtype=probs.dtype, device=probs.device)
+    width = torch.as_tensor(width, dtype=probs.dtype, device=probs.device)
+    s = torch.as_tensor(kernel_std, dtype=probs.dtype, device=probs.device)
+    edges = left.unsqueeze(-1) + width.unsqueeze(-1) * torch.arange(
+        k, dtype=probs.dtype, device=probs.device)
+    yy, ss = y.unsqueeze(-1), s.unsqueeze(-1) if s.ndim else s
+    w = width.unsqueeze(-1)
+    per_bin = ss / w * (_integrated_ndtr((yy - edges) / ss)
+                        - _integrated_ndtr((yy - edges - w) / ss))
+    return (probs * per_bin).sum(-1).clamp(0.0, 1.0)
+
+
+def smoothed_quantile(probs: torch.Tensor, left: torch.Tensor | float,
+                      width: torch.Tensor | float, kernel_std: torch.Tensor | float,
+                      q: float, iterations: int = 60) -> torch.Tensor:
+    """Quantile ``q`` of the smoothed histogram, by bisection on ``smoothed_cdf``."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {q}")
+    k = probs.shape[-1]
+    left = torch.as_tensor(left, dtype=probs.dtype, device=probs.device).expand(
+        probs.shape[:-1])
+    width = torch.as_tensor(width, dtype=probs.dtype, device=probs.device).expand(
+        probs.shape[:-1])
+    s = torch.as_tensor(kernel_std, dtype=probs.dtype, device=probs.device).expand(
+        probs.shape[:-1])
+    reach = 10.0 * s + width
+    lo, hi = left - reach, left + k * width + reach
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        below = smoothed_cdf(probs, left, width, s, mid) < q
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return (lo + hi) / 2
 
 
 @dataclass(frozen=True)

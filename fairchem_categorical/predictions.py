@@ -3,7 +3,8 @@
 One CSV row per structure; per-atom arrays (forces and their uncertainties) go
 to an ``.npz`` beside the CSV, concatenated over structures with ``natoms``
 giving the split, and, for categorical models, each structure's energy
-histogram (``energy_bin_centers`` in eV, ``energy_probs``). Units: eV, eV/A, nats.
+histogram (``energy_bin_centers`` in eV, ``energy_probs``) and, once the model's
+epistemic state is fitted, each atom's ``atom_ood_score``. Units: eV, eV/A, nats.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fairchem_categorical.targets import EnergyTransform, element_symbols
 CSV_COLUMNS = (
     "index", "sid", "natoms", "energy", "energy_std", "energy_entropy", "energy_edge_mass",
     "energy_low90", "energy_high90", "energy_target", "forces_mae",
-    "forces_uncertainty_mean",
+    "forces_uncertainty_mean", "energy_uncertainty", "ood_score",
 )
 # elements of the structure the model's bins were never fitted on ("Au Pd"; empty: none,
 # or a model that does not record them): ``flag_unseen_elements``
@@ -57,6 +58,12 @@ class StructurePrediction:
     energy_bin_centers: np.ndarray | None = None
     energy_probs: np.ndarray | None = None
     unseen_elements: str = ""
+    # calibrated total-energy uncertainty (histogram + epistemic), eV; OOD score (unitless)
+    energy_uncertainty: float = math.nan
+    ood_score: float = math.nan
+    # per-atom epistemic score (higher = less like the training data)
+    atom_ood_score: np.ndarray | None = None
+    # other per-structure model outputs (e.g. every epistemic method's score), not in the CSV
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -79,7 +86,9 @@ class StructurePrediction:
 
 
 PER_STRUCTURE = ("energy_std", "energy_entropy", "energy_edge_mass", "energy_low90",
-                 "energy_high90")
+                 "energy_high90", "energy_uncertainty", "ood_score")
+PER_ATOM = ("forces_std", "forces_entropy", "atom_ood_score")
+HISTOGRAM = ("energy_bin_centers", "energy_probs")
 
 
 def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.ndarray,
@@ -89,17 +98,21 @@ def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.nda
 
     ``outputs`` may hold the per-structure uncertainty columns (``PER_STRUCTURE``),
     per-structure histograms (``energy_bin_centers``/``energy_probs``, (B, K)) and
-    per-atom ``forces_std``/``forces_entropy``; targets come from each frame's calculator.
+    per-atom arrays (``PER_ATOM``); any other per-structure (B,) output goes to
+    ``extra``. Targets come from each frame's calculator.
     """
+    num = len(frames)
+    others = [k for k, v in outputs.items()
+              if k not in PER_STRUCTURE + PER_ATOM + HISTOGRAM and np.ndim(v) == 1
+              and len(v) == num]
     offsets = np.concatenate([[0], np.cumsum(natoms)])
     preds = []
     for i, atoms in enumerate(frames):
         sl = slice(int(offsets[i]), int(offsets[i + 1]))
         n = int(natoms[i])
         results = atoms.calc.results if atoms.calc is not None else {}
-        per_atom = {k: outputs[k][sl] for k in ("forces_std", "forces_entropy") if k in outputs}
-        hist = {k: outputs[k][i] for k in ("energy_bin_centers", "energy_probs")
-                if k in outputs}
+        per_atom = {k: outputs[k][sl] for k in PER_ATOM if k in outputs}
+        hist = {k: outputs[k][i] for k in HISTOGRAM if k in outputs}
         preds.append(StructurePrediction(
             index=start + i,
             sid=str(atoms.info.get("sid", start + i)),
@@ -111,6 +124,7 @@ def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.nda
             fixed=None if fixed is None else fixed[sl],
             **per_atom, **hist,
             **{k: float(outputs[k][i]) for k in PER_STRUCTURE if k in outputs},
+            extra={k: float(outputs[k][i]) for k in others},
         ))
     return preds
 
@@ -205,7 +219,7 @@ def seeded(seed: int, device: str) -> Iterator[None]:
         yield
 
 
-ATOM_ARRAYS = ("forces_target", "fixed", "forces_std", "forces_entropy")
+ATOM_ARRAYS = ("forces_target", "fixed", "forces_std", "forces_entropy", "atom_ood_score")
 
 
 def as_columns(preds: Sequence[StructurePrediction]

@@ -4,8 +4,8 @@ A fairchem head on either line only has to pull the invariant (l=0) node feature
 and, for direct forces, an l=1 vector out of its backbone's embedding; the
 pooling, the logits, the decoding and the uncertainty outputs live here once.
 Both lines subclass these modules, so their parameter names (``node_block``,
-``logits_block``, ``magnitude_block``, ``support``, ``energy_transform``) are the
-same in every checkpoint.
+``logits_block``, ``magnitude_block``, ``support``, ``energy_transform``,
+``epistemic``) are the same in every checkpoint.
 """
 
 from __future__ import annotations
@@ -16,11 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from fairchem_categorical.histogram import HistogramSupport
+from fairchem_categorical.epistemic import EpistemicState
+from fairchem_categorical.histogram import TAIL_KERNEL_BINS, HistogramSupport
 from fairchem_categorical.logits import LocationScaleLogits
 from fairchem_categorical.targets import EnergyTransform, require_head_level
 
 INTERVAL = 0.9
+#: the designated epistemic outputs (``epistemic_outputs``); every method's scores come
+#: along as ``ood_<method>`` and ``epistemic_std_<method>``
+EPISTEMIC_OUTPUTS = ("energy_uncertainty", "ood_score", "atom_ood_score")
+
+
+def epistemic_items(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The epistemic outputs among a head's outputs (what ``predict_batch`` passes on)."""
+    return {k: v for k, v in outputs.items()
+            if k in EPISTEMIC_OUTPUTS or k.startswith(("ood_", "epistemic_std_"))}
 
 
 def mean_pool(x: torch.Tensor, batch: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
@@ -80,7 +90,9 @@ class CategoricalEnergyReadout(nn.Module):
 
     ``decode`` gives the expected energy in eV of referenced total energy (a
     differentiable function of the logits, so conservative forces are its
-    gradient) and, without gradients, the uncertainty outputs.
+    gradient) and, without gradients, the uncertainty outputs. ``energy_outputs``
+    does both and, in eval mode with a fitted ``epistemic`` state, adds the
+    feature-distance outputs (see ``epistemic_outputs``).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, support: dict[str, Any],
@@ -98,10 +110,61 @@ class CategoricalEnergyReadout(nn.Module):
         self.logits_block = LocationScaleLogits(
             hidden_channels, self.support, loc0=0.0, scale0=1.0,
             loc_gain=1.0 / self.energy_transform.spec.std)
+        # fitted after training (fit-uncertainty); empty, and inert, until then
+        self.epistemic = EpistemicState()
 
     def system_logits(self, node_scalars: torch.Tensor, batch: torch.Tensor,
                       natoms: torch.Tensor) -> torch.Tensor:
         return self.logits_block(mean_pool(self.node_block(node_scalars), batch, natoms))
+
+    def energy_outputs(self, node_scalars: torch.Tensor, batch: torch.Tensor,
+                       natoms: torch.Tensor, atomic_numbers: torch.Tensor
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits, ``decode``'s outputs plus, in eval mode, ``epistemic_outputs``)."""
+        hidden = self.node_block(node_scalars)
+        pooled = mean_pool(hidden, batch, natoms)
+        logits = self.logits_block(pooled)
+        out = self.decode(logits, natoms)
+        if not self.training:
+            out.update(self.epistemic_outputs(hidden, pooled, logits, atomic_numbers, batch,
+                                              natoms))
+        return logits, out
+
+    @torch.no_grad()
+    def epistemic_outputs(self, hidden: torch.Tensor, pooled: torch.Tensor,
+                          logits: torch.Tensor, atomic_numbers: torch.Tensor,
+                          batch: torch.Tensor, natoms: torch.Tensor
+                          ) -> dict[str, torch.Tensor]:
+        """The designated uncertainty outputs, when the epistemic state is fitted.
+
+        ``energy_uncertainty`` (B,): eV of total energy, the standard deviation of the
+        predictive distribution, the histogram convolved with a Gaussian of variance
+        ``(TAIL_KERNEL_BINS * width)^2 + alpha^2 U`` in binning units (U the structure's
+        epistemic score, alpha fitted on validation data by ``calibrate``);
+        ``ood_score`` (B,) = U and ``atom_ood_score`` (N,): higher = less like the
+        training data. Every fitted method's ``ood_<method>`` (B,) and
+        ``epistemic_std_<method>`` (eV at alpha = 1, for calibration) come along.
+        """
+        ep = self.epistemic
+        if ep.collector is not None:
+            ep.collector.add(hidden, atomic_numbers, pooled)
+        if not ep.fitted:
+            return {}
+        et = self.energy_transform.spec
+        scores = ep.scores(hidden, pooled, atomic_numbers, batch)
+        out: dict[str, torch.Tensor] = {}
+        for method, s in scores.items():
+            out[f"ood_{method}"] = s["structure"]
+            out[f"epistemic_std_{method}"] = et.spread_to_energy(
+                s["structure"].clamp_min(0.0).sqrt(), natoms)
+        chosen = scores[ep.method]
+        kernel = TAIL_KERNEL_BINS * self.support.width
+        var = (self.support.std(logits).double() ** 2 + kernel**2
+               + ep.alpha() ** 2 * chosen["structure"].clamp_min(0.0))
+        out["energy_uncertainty"] = et.spread_to_energy(var.sqrt(), natoms)
+        out["ood_score"] = chosen["structure"]
+        out["atom_ood_score"] = chosen["atom"]
+        return out
 
     def decode(self, logits: torch.Tensor, natoms: torch.Tensor) -> dict[str, torch.Tensor]:
         """energy (eV, referenced, with grad), energy_std (eV), entropy (nats), edge mass."""

@@ -195,6 +195,52 @@ def narrowed_bins(bins_file: Path, out: Path, energy_half_width: float = 0.8,
 
     bins = yaml.safe_load(Path(bins_file).read_text())
     bins["support"]["low"], bins["support"]["high"] = -energy_half_width, energy_half_width
-    bins["force_support"]["high"] = force_high
+    force = bins["force_support"]  # keeps its shape: symmetric [-F, F] or [0, F]
+    force["low"], force["high"] = (-force_high if force["low"] < 0 else 0.0), force_high
     out.write_text(yaml.safe_dump(bins))
     return out
+
+
+# -- frames for the epistemic tests (both lines) ----------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _epistemic_frames() -> dict[str, tuple[Atoms, ...]]:
+    train = generate_frames(n_systems=8, seed=0)
+    held_out = generate_frames(n_systems=3, seed=1, frames_per_system=2)
+    rng = np.random.default_rng(0)
+    hot = []
+    for atoms in held_out:  # the same structures, free atoms rattled by 0.3 A
+        copy = atoms.copy()
+        free = copy.get_tags() != 0
+        copy.positions[free] += rng.normal(0.0, 0.3, (int(free.sum()), 3))
+        hot.append(copy)
+    unseen = generate_frames(n_systems=2, seed=2, metals=("Al",), frames_per_system=2)
+    return {"train": tuple(train), "held_out": tuple(held_out), "hot": tuple(hot),
+            "unseen_element": tuple(unseen)}
+
+
+def epistemic_frames() -> dict[str, list[Atoms]]:
+    """Training frames (8 systems of the default metals), held-out in-distribution frames,
+    the same held-out frames rattled hot (no labels), frames of an unseen metal (Al)."""
+    out = {}
+    for name, frames in _epistemic_frames().items():
+        out[name] = []
+        for atoms in frames:
+            copy = atoms.copy()
+            if atoms.calc is not None:
+                copy.calc = SinglePointCalculator(copy, **atoms.calc.results)
+            out[name].append(copy)
+    return out
+
+
+def assert_epistemic_outputs(preds: list, alpha: float, method: str = "mahalanobis_tied"
+                             ) -> None:
+    """energy_uncertainty is the std of the histogram smoothed by sqrt(k^2 + alpha^2 e^2)."""
+    for p in preds:
+        width = p.energy_bin_centers[1] - p.energy_bin_centers[0]
+        e = p.extra[f"epistemic_std_{method}"]
+        want = np.sqrt(p.energy_std**2 + (0.75 * width) ** 2 + (alpha * e) ** 2)
+        assert p.energy_uncertainty == pytest.approx(want, rel=1e-4)
+        assert p.ood_score == pytest.approx(p.extra[f"ood_{method}"])
+        assert p.atom_ood_score.shape == (p.natoms,)
+        assert p.ood_score == pytest.approx(float(np.mean(p.atom_ood_score)), rel=1e-6)

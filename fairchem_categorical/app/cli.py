@@ -56,7 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.jobs import train
 
     _say(str(train(args.config, args.train_data, args.val_data, args.bins, args.max_epochs,
-                   args.seed, args.run_dir, args.overrides, say=_say)))
+                   args.seed, args.run_dir, args.overrides, say=_say,
+                   fit=args.fit_uncertainty)))
     return 0
 
 
@@ -71,6 +72,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           inference_settings=args.inference_settings)
     csv_path, npz_path = write_predictions(preds, args.out)
     _say(f"wrote {csv_path} ({len(preds)} structures) and {npz_path}")
+    if preds[0].energy_probs is not None and preds[0].ood_score != preds[0].ood_score:
+        _say("note: energy_uncertainty and ood_score are empty: this checkpoint has no fitted "
+             "epistemic state (run fit-uncertainty on it)")
     return 0
 
 
@@ -110,14 +114,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_calibration(result: dict) -> None:
+    _say(f"temperature {result['temperature']:.4f} (x{result['factor']:.4f} on the "
+         "checkpoint's)")
+    if "alpha" in result:
+        _say(f"epistemic scale ({result['method']}) {result['alpha']:.4g}")
+    for key in ("energy_nll", "miscalibration_area", "energy_mae", "energy_nll_uncertainty",
+                "miscalibration_area_uncertainty"):
+        before, after = result[key + "_before"], result[key + "_after"]
+        if before == before or after == after:  # skip metrics that are NaN on both sides
+            _say(f"{key}: {before:.4f} -> {after:.4f}")
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.jobs import calibrate
 
-    result = calibrate(args.checkpoint, args.val, args.out)
-    _say(f"temperature {result['temperature']:.4f} (x{result['factor']:.4f} on the "
-         "checkpoint's)")
-    for key in ("energy_nll", "miscalibration_area", "energy_mae"):
-        _say(f"{key}: {result[key + '_before']:.4f} -> {result[key + '_after']:.4f}")
+    _report_calibration(calibrate(args.checkpoint, args.val, args.out,
+                                  fit_temperature=args.fit_temperature))
+    _say(str(Path(args.out)))
+    return 0
+
+
+def cmd_fit_uncertainty(args: argparse.Namespace) -> int:
+    from fairchem_categorical.app.jobs import fit_uncertainty
+
+    result = fit_uncertainty(args.checkpoint, args.train, args.val, args.out,
+                             method=args.method, batch_size=args.batch_size,
+                             device=args.device, fit_temperature=bool(args.fit_temperature),
+                             progress=_say)
+    if args.val:
+        _report_calibration(result)
+    else:
+        _say("not calibrated (no --val): run calibrate before trusting energy_uncertainty")
     _say(str(Path(args.out)))
     return 0
 
@@ -155,6 +183,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from fairchem_categorical.epistemic import DEFAULT_METHOD, METHODS
+
+    temperature_flag = ("--fit-temperature",)
+    temperature_kw = dict(
+        action="store_true", default=None,
+        help="with a fitted epistemic state, refit the temperature together with the "
+             "epistemic scale (default: hold it; a free joint fit can collapse or flatten the "
+             "histogram and move the energies). Without one, the temperature is always fitted")
     p = argparse.ArgumentParser(prog="fairchem-categorical", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -201,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Runs `fairchem -c CONFIG` (fairchem 2.x configs) or "
                                    "`fairchem --mode train --config-yml CONFIG` (1.10 configs) "
                                    "with the plugin's heads; extra arguments are passed to "
-                                   "fairchem as overrides. Last line: final checkpoint.")
+                                   "fairchem as overrides. Last line: final checkpoint "
+                                   "(fitted, with --fit-uncertainty).")
     s.add_argument("config")
     s.add_argument("--train-data")
     s.add_argument("--val-data")
@@ -209,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-epochs", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--run-dir", help="default: runs/fairchem1 or runs/fairchem2")
+    s.add_argument("--fit-uncertainty", action="store_true",
+                   help="then fit-uncertainty on --train-data, calibrated on --val-data; the "
+                        "last line is the fitted checkpoint (<checkpoint>_fitted.pt)")
     s.add_argument("overrides", nargs="*",
                    help="fairchem overrides: Hydra's lr=1e-3 (2.x), --optim.lr_initial=1e-3 (1.10)")
     s.set_defaults(func=cmd_train)
@@ -241,14 +281,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("calibrate", help="fit a temperature on validation data",
-                       description="Fit the temperature that minimises the NLL of validation "
-                                   "targets and store it in a copy of the checkpoint; predict "
+    s = sub.add_parser("calibrate", help="fit the temperature (and epistemic scale) on "
+                                         "validation data",
+                       description="With a fitted epistemic state (fit-uncertainty): fit the "
+                                   "epistemic scale that minimises the NLL of validation "
+                                   "targets under energy_uncertainty's distribution (with "
+                                   "--fit-temperature, the temperature too). Without one: the "
+                                   "temperature. Stored in a copy of the checkpoint; predict "
                                    "applies it.")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--val", nargs="+", required=True, help="validation data")
     s.add_argument("--out", required=True, help="the calibrated checkpoint to write")
+    s.add_argument(*temperature_flag, **temperature_kw)
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("fit-uncertainty", help="fit the epistemic uncertainty after training",
+                       description="One pass of the trained model over its training data "
+                                   "fits the density of the energy head's features (what the "
+                                   "model has seen); the state goes into a copy of the "
+                                   "checkpoint, so predict writes energy_uncertainty, "
+                                   "ood_score and atom_ood_score. With --val, the temperature "
+                                   "and the epistemic scale are then fitted on it (calibrate).")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--train", nargs="+", required=True, help="the training data")
+    s.add_argument("--val", nargs="*", help="validation data to calibrate on")
+    s.add_argument("--out", required=True, help="the checkpoint to write")
+    s.add_argument("--method", choices=METHODS, default=None,
+                   help=f"what ood_score and energy_uncertainty use (default {DEFAULT_METHOD}; "
+                        "every method's score is computed)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="cpu")
+    s.add_argument(*temperature_flag, **temperature_kw)
+    s.set_defaults(func=cmd_fit_uncertainty)
 
     s = sub.add_parser("screen", help="adsorption-energy screening with uncertainty",
                        description="Place an adsorbate on slabs (fairchem-data-oc), relax "

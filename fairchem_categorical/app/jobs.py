@@ -1,4 +1,5 @@
-"""What the commands do, once the line is chosen: train, predict, evaluate, calibrate.
+"""What the commands do, once the line is chosen: train, predict, evaluate, calibrate,
+fit-uncertainty.
 
 The CLI only turns arguments into these calls; the demo, the benchmarks and the tests
 call them too. Each picks its fairchem line through ``lines`` and hands the line's work
@@ -11,6 +12,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
+
+import numpy as np
 
 from fairchem_categorical.app import checks, lines
 from fairchem_categorical.bins import read_bins
@@ -29,15 +33,21 @@ def _check_data(path: str, flag: str) -> str:
 def train(config: str | Path, train_data: str | None = None, val_data: str | None = None,
           bins: str | Path | None = None, max_epochs: int | None = None,
           seed: int | None = None, run_dir: str | Path | None = None,
-          overrides: Sequence[str] | None = None, say: Say | None = None) -> Path:
+          overrides: Sequence[str] | None = None, say: Say | None = None,
+          fit: bool = False) -> Path:
     """Train through fairchem's own entry point; returns the final checkpoint.
 
     fairchem 2.x configs run as ``fairchem -c CONFIG`` (Hydra overrides), fairchem 1.10
     configs as ``fairchem --mode train --config-yml CONFIG`` (``--a.b=c`` overrides).
+    With ``fit``, ``fit_uncertainty`` follows on the same train/val data and the fitted
+    copy (``<checkpoint>_fitted.pt`` beside it) is returned instead.
     """
     config = Path(config).resolve()
     if not config.is_file():
         raise FileNotFoundError(f"config not found: {config}")
+    if fit and not (train_data and val_data):
+        raise ValueError("--fit-uncertainty needs --train-data and --val-data (it fits on the "
+                         "first and calibrates on the second)")
     major = lines.config_line(config)
     line = lines.require(major, f"{config.name} (a {lines.LINES[major].label} config)")
     if bins is not None:
@@ -45,9 +55,14 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
     run_dir = Path(run_dir or f"runs/fairchem{major}").resolve()
     train_data = _check_data(train_data, "--train-data") if train_data else None
     val_data = _check_data(val_data, "--val-data") if val_data else None
-    return line.adapter("train").run(
+    ckpt = line.adapter("train").run(
         config, run_dir, time.strftime("%Y%m%d-%H%M%S"), train_data, val_data, bins,
         max_epochs, seed, list(overrides or []), say)
+    if not fit:
+        return ckpt
+    fitted = ckpt.with_name(f"{ckpt.stem}_fitted{ckpt.suffix}")
+    fit_uncertainty(ckpt, [train_data], [val_data], fitted, progress=say)
+    return fitted
 
 
 def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size: int = 8,
@@ -93,28 +108,108 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out:
     return write_report(*as_columns(preds), out, ood)
 
 
-def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path
-              ) -> dict[str, float]:
-    """Fit the temperature on ``val``, write the calibrated checkpoint, score before/after."""
-    from fairchem_categorical.calibration import fit_from_predictions
-    from fairchem_categorical.report.metrics import evaluate_predictions
+CALIBRATION_KEYS = ("energy_nll", "miscalibration_area", "energy_mae",
+                    "energy_nll_uncertainty", "miscalibration_area_uncertainty")
 
+
+def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path,
+              fit_temperature: bool | None = None, progress: Say | None = None
+              ) -> dict[str, float]:
+    """Fit the epistemic scale (and/or the temperature) on ``val``; write; score before/after.
+
+    With a fitted epistemic state (``fit_uncertainty``), every method's scale alpha is
+    fitted by the likelihood of the validation targets under the calibrated predictive
+    distribution (``calibration.fit_predictive``), the temperature held where it is
+    unless ``fit_temperature``: then both at once. Held by default because a free joint
+    fit is degenerate (collapsing the histogram to its mode, T -> 0, which snaps the
+    decoded energy to bin centres and breaks conservative forces; or flattening it,
+    T >> 1, which drags the energy towards the support's centre), while the epistemic
+    term widens the distribution where the features say so. Without a fitted state, the
+    temperature alone (``calibration.fit_from_predictions``).
+    """
     line = lines.for_checkpoint(checkpoint, "calibrate")
-    adapter = line.adapter("calibrate")
     checks.not_the_input(out, checkpoint, "checkpoint to calibrate")
     checks.output_file(out)
-    adapter.require_categorical(checkpoint)  # before minutes of prediction
+    adapter = line.adapter("uncertainty")
+    adapter.require_categorical(checkpoint, "calibrate")  # before minutes of prediction
+    return _calibrate(adapter, checkpoint, val, out, fit_temperature, progress)
+
+
+def _calibrate(adapter: ModuleType, checkpoint: str | Path, val: Sequence[str | Path],
+               out: str | Path, fit_temperature: bool | None, progress: Say | None
+               ) -> dict[str, float]:
+    from fairchem_categorical.calibration import fit_from_predictions, fit_predictive
+    from fairchem_categorical.epistemic import METHODS
+    from fairchem_categorical.report.metrics import evaluate_predictions
 
     def score(ckpt: str | Path) -> tuple[list[StructurePrediction], dict[str, float]]:
-        preds = predict_files(ckpt, val)
+        preds = predict_files(ckpt, val, progress=progress)
         return preds, evaluate_predictions(*as_columns(preds))
 
     preds, before = score(checkpoint)
-    factor = fit_from_predictions(preds)
-    temperature = adapter.write_temperature(checkpoint, out, factor)
+    if any(p.energy_probs is None for p in preds):
+        raise ValueError(f"{checkpoint} predicts no energy histograms (not a categorical "
+                         "model?); nothing to calibrate")
+    state = adapter.read_state(checkpoint)
+    result: dict[str, float] = {}
+    if state is None:
+        if fit_temperature is False:
+            raise ValueError(f"{checkpoint} has no fitted epistemic state, so the temperature "
+                             "is all there is to calibrate (run fit-uncertainty first)")
+        factor = fit_from_predictions(preds)
+        temperature = adapter.write(checkpoint, out, temperature_factor=factor)
+    else:
+        probs = np.stack([p.energy_probs for p in preds])
+        centers = np.stack([p.energy_bin_centers for p in preds])
+        targets = np.array([p.energy_target for p in preds])
+        held = None if fit_temperature else 1.0
+        fits = {m: fit_predictive(probs, centers, targets,
+                                  [p.extra[f"epistemic_std_{m}"] for p in preds],
+                                  temperature=held)
+                for m in METHODS}
+        factor = fits[state["method"]]["temperature"]
+        temperature = adapter.write(checkpoint, out, temperature_factor=factor,
+                                    alpha={m: f["alpha"] for m, f in fits.items()})
+        result = {"method": state["method"], "alpha": fits[state["method"]]["alpha"]}
     _, after = score(out)
-    return {"temperature": temperature, "factor": factor,
-            **{f"{k}_before": before[k] for k in ("energy_nll", "miscalibration_area",
-                                                  "energy_mae")},
-            **{f"{k}_after": after[k] for k in ("energy_nll", "miscalibration_area",
-                                                "energy_mae")}}
+    return {"temperature": temperature, "factor": factor, **result,
+            **{f"{k}_before": before[k] for k in CALIBRATION_KEYS},
+            **{f"{k}_after": after[k] for k in CALIBRATION_KEYS}}
+
+
+def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],
+                    val: Sequence[str | Path] | None, out: str | Path,
+                    method: str | None = None, batch_size: int = 8, device: str = "cpu",
+                    fit_temperature: bool = False, progress: Say | None = None
+                    ) -> dict[str, float]:
+    """Fit the epistemic state on ``train`` (one pass), then calibrate on ``val``.
+
+    Writes ``out``, a copy of ``checkpoint`` whose energy head carries the fitted state:
+    every loader of the model (predict, evaluate, calculators) applies it. Without
+    ``val`` the scales stay at 1 (uncalibrated) and ``energy_uncertainty`` is not yet
+    meaningful in eV; run ``calibrate`` later.
+    """
+    from fairchem_categorical.data.formats import read_frames
+    from fairchem_categorical.epistemic import DEFAULT_METHOD
+
+    line = lines.for_checkpoint(checkpoint, "fit-uncertainty")
+    checks.output_file(out)
+    adapter = line.adapter("uncertainty")
+    adapter.require_categorical(checkpoint, "fit-uncertainty")
+    frames = read_frames(train, require_labels=False)
+    t = time.time()
+    if progress:
+        progress(f"fitting the feature statistics on {len(frames)} training structures")
+    state = adapter.fit(checkpoint, frames, method or DEFAULT_METHOD, batch_size=batch_size,
+                        device=device, progress=progress)
+    fit_seconds = time.time() - t
+    if progress:
+        elements = ", ".join(f"Z={int(z)}: {int(n)}" for z, n in
+                             zip(state["elements"], state["element_counts"], strict=True))
+        progress(f"fitted {state['method']} on {state['num_structures']} structures "
+                 f"({elements} atoms) in {fit_seconds:.0f} s")
+    adapter.write(checkpoint, out, epistemic=state)
+    result = {"fit_seconds": fit_seconds}
+    if val:
+        result.update(_calibrate(adapter, out, val, out, fit_temperature, progress))
+    return result

@@ -11,8 +11,10 @@ from fairchem_categorical.data.embedded import (
     ADSORBATES,
     DEFAULT_SPLITS,
     EMT_METALS,
+    OOD_SPLITS,
     generate_frames,
     make_dataset,
+    make_ood_datasets,
 )
 from fairchem_categorical.data.formats import convert, read_frames
 
@@ -23,7 +25,9 @@ __all__ = [
     "FORMATS",
     "convert",
     "generate_frames",
+    "OOD_SPLITS",
     "make_dataset",
+    "make_ood_datasets",
     "read_frames",
     "write_aselmdb",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.build import add_adsorbate, fcc100, fcc111
+from ase.build import add_adsorbate, fcc100, fcc111, fcc211
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
@@ -24,7 +24,9 @@ from ase.optimize import LBFGS
 from fairchem_categorical.data.common import check_one_dataset, format_suffix
 from fairchem_categorical.data.formats import writer
 
-__all__ = ["ADSORBATES", "DEFAULT_SPLITS", "EMT_METALS", "generate_frames", "make_dataset"]
+__all__ = ["ADSORBATES", "DEFAULT_ADSORBATES", "DEFAULT_FACETS", "DEFAULT_METALS",
+           "DEFAULT_SPLITS", "EMT_METALS", "FACETS", "OOD_SPLITS", "generate_frames",
+           "make_dataset", "make_ood_datasets"]
 
 #: fcc metals EMT has parameters for (EMT also knows H, C, N, O, used for adsorbates).
 EMT_METALS = ("Cu", "Pt", "Ni", "Pd", "Ag", "Au", "Al")
@@ -40,7 +42,17 @@ ADSORBATES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "NH": (("N", "H"), (0.0, 1.03)),
     "CH": (("C", "H"), (0.0, 1.09)),
     "NO": (("N", "O"), (0.0, 1.16)),
+    # not in the default set: molecules of the same elements for an unseen-adsorbate split
+    "N2": (("N", "N"), (0.0, 1.10)),
+    "O2": (("O", "O"), (0.0, 1.21)),
+    "CN": (("C", "N"), (0.0, 1.17)),
+    "COH": (("C", "O", "H"), (0.0, 1.32, 2.29)),
 }
+
+#: What the embedded default draws from (the training distribution of the demo and tests).
+DEFAULT_METALS = ("Cu", "Pt", "Ni", "Pd", "Ag", "Au")
+DEFAULT_ADSORBATES = ("H", "O", "N", "C", "OH", "CO", "NH", "CH", "NO")
+DEFAULT_FACETS = ("fcc111", "fcc100")
 
 #: Default split fractions for :func:`make_dataset`.
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -48,6 +60,17 @@ DEFAULT_SPLITS: dict[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
 _FACETS: dict[str, tuple[Callable[..., Atoms], tuple[str, ...]]] = {
     "fcc111": (fcc111, ("ontop", "bridge", "fcc", "hcp")),
     "fcc100": (fcc100, ("ontop", "bridge", "hollow")),
+    # stepped: ase names no sites and tags no layers; the adsorbate goes near a step atom
+    "fcc211": (fcc211, ()),
+}
+FACETS = tuple(_FACETS)
+
+#: Out-of-distribution splits relative to the defaults: each changes one thing.
+OOD_SPLITS: dict[str, dict[str, Any]] = {
+    "adsorbates": {"adsorbates": ("N2", "O2", "CN", "COH")},   # unseen molecules, seen elements
+    "metal": {"metals": ("Al",)},                               # an element absent from training
+    "facet": {"facets": ("fcc211",)},                           # steps
+    "hot": {"rattle_scale": 3.0, "kinds": ("rattle",)},         # rattles 3x hotter
 }
 # (nx, ny, layers, fixed bottom layers): 16-36 slab atoms, so 17-38 atoms with the adsorbate.
 _SLAB_SIZES: tuple[tuple[int, int, int, int], ...] = (
@@ -68,25 +91,36 @@ def _build_system(
     rng: np.random.Generator,
     metals: Sequence[str],
     adsorbates: Sequence[str],
+    facets: Sequence[str] = DEFAULT_FACETS,
 ) -> tuple[Atoms, dict[str, str]]:
     """Build one randomised adsorbate+slab system with OC20 tags and fixed bottom layers."""
     metal = str(metals[rng.integers(len(metals))])
-    facet = ("fcc111", "fcc100")[rng.integers(2)]
+    facet = str(facets[rng.integers(len(facets))])
     ads_name = str(adsorbates[rng.integers(len(adsorbates))])
     nx, ny, nlayers, nfixed = _SLAB_SIZES[rng.integers(len(_SLAB_SIZES))]
     vacuum = float(rng.uniform(6.0, 8.0))
     builder, sites = _FACETS[facet]
 
-    slab = builder(metal, size=(nx, ny, nlayers), vacuum=vacuum)
-    # ase.build tags layers 1 (top) .. nlayers (bottom); remap to OC20: 0 fixed, 1 surface.
-    layer = slab.get_tags()
-    slab_tags = np.where(layer > nlayers - nfixed, 0, 1)
+    if facet == "fcc211":
+        nx = 3  # one step per cell along x (ase requires a multiple of 3)
+        slab = builder(metal, size=(nx, ny, nlayers), vacuum=vacuum)
+        # no layer tags: fix the lowest nfixed/nlayers of the atoms by height
+        rank = np.argsort(np.argsort(slab.positions[:, 2], kind="stable"), kind="stable")
+        slab_tags = np.where(rank < len(slab) * nfixed // nlayers, 0, 1)
+        top = np.flatnonzero(slab.positions[:, 2] >= slab.positions[:, 2].max() - 0.1)
+        site = "step"
+        xy = slab.positions[top[rng.integers(len(top))], :2] + rng.normal(0.0, 0.4, size=2)
+    else:
+        slab = builder(metal, size=(nx, ny, nlayers), vacuum=vacuum)
+        # ase.build tags layers 1 (top) .. nlayers (bottom); remap to OC20: 0 fixed, 1 surface
+        layer = slab.get_tags()
+        slab_tags = np.where(layer > nlayers - nfixed, 0, 1)
 
-    site = sites[rng.integers(len(sites))]
-    info = slab.info["adsorbate_info"]
-    cell_offset = np.array([rng.integers(nx), rng.integers(ny)], dtype=float)
-    xy = (np.asarray(info["sites"][site]) + cell_offset) @ np.asarray(info["cell"])
-    xy = xy + rng.normal(0.0, 0.15, size=2)  # lateral jitter so sites are not all identical
+        site = sites[rng.integers(len(sites))]
+        info = slab.info["adsorbate_info"]
+        cell_offset = np.array([rng.integers(nx), rng.integers(ny)], dtype=float)
+        xy = (np.asarray(info["sites"][site]) + cell_offset) @ np.asarray(info["cell"])
+        xy = xy + rng.normal(0.0, 0.15, size=2)  # lateral jitter so sites are not all identical
     height = float(rng.uniform(1.5, 2.0))
 
     symbols, dz = ADSORBATES[ads_name]
@@ -142,10 +176,11 @@ def _system_frames(
     metals: Sequence[str],
     adsorbates: Sequence[str],
     rattle_scale: float,
+    facets: Sequence[str] = DEFAULT_FACETS,
 ) -> list[Atoms]:
     """All frames of one system; its own RNG stream makes it independent of n_systems."""
     rng = np.random.default_rng([seed, sid])
-    atoms, meta = _build_system(rng, metals, adsorbates)
+    atoms, meta = _build_system(rng, metals, adsorbates, facets)
     atoms.calc = EMT()
     free = atoms.get_tags() != 0
 
@@ -205,10 +240,12 @@ def generate_frames(
     n_systems: int = 24,
     seed: int = 0,
     frames_per_system: int = 6,
-    metals: Sequence[str] = ("Cu", "Pt", "Ni", "Pd", "Ag", "Au"),
-    adsorbates: Sequence[str] = ("H", "O", "N", "C", "OH", "CO", "NH", "CH", "NO"),
+    metals: Sequence[str] = DEFAULT_METALS,
+    adsorbates: Sequence[str] = DEFAULT_ADSORBATES,
     progress: Callable[[str], None] | None = None,
     rattle_scale: float = 1.0,
+    facets: Sequence[str] = DEFAULT_FACETS,
+    kinds: Sequence[str] = ("relax", "rattle"),
 ) -> list[Atoms]:
     """Generate the embedded OC20-style adsorbate+slab dataset, labelled with EMT.
 
@@ -217,6 +254,8 @@ def generate_frames(
     are snapshots spread along a short (L)BFGS relaxation, the rest are rattles (stdev
     0.02-0.1 Å times ``rattle_scale``) of random snapshots. Raising ``rattle_scale`` gives
     hotter, out-of-distribution geometries. Only free (tag != 0) atoms move, as in OC20.
+    ``facets`` may add ``fcc211`` (steps; fixed atoms chosen by height); ``kinds`` keeps
+    only some frame kinds (``("rattle",)`` for a split of hot rattles alone).
 
     Frames carry a SinglePointCalculator with the EMT energy and the *unconstrained* forces
     (fixed atoms keep their physical forces; use ``atoms.calc.results["forces"]`` or
@@ -232,8 +271,14 @@ def generate_frames(
         raise ValueError(f"frames_per_system must be >= 1, got {frames_per_system}")
     if not (rattle_scale >= 0 and math.isfinite(rattle_scale)):
         raise ValueError(f"rattle_scale must be a finite number >= 0, got {rattle_scale}")
-    if not metals or not adsorbates:
-        raise ValueError("metals and adsorbates must not be empty")
+    if not metals or not adsorbates or not facets:
+        raise ValueError("metals, adsorbates and facets must not be empty")
+    bad_facets = [f for f in facets if f not in _FACETS]
+    if bad_facets:
+        raise ValueError(f"unknown facets {bad_facets}; choose from {FACETS}")
+    bad_kinds = set(kinds) - {"relax", "rattle"}
+    if bad_kinds or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of ('relax', 'rattle'), got {kinds}")
     bad_metals = [m for m in metals if m not in EMT_METALS]
     if bad_metals:
         raise ValueError(f"metals {bad_metals} not supported by EMT; choose from {EMT_METALS}")
@@ -245,7 +290,9 @@ def generate_frames(
     frames: list[Atoms] = []
     for sid in range(n_systems):
         frames.extend(
-            _system_frames(sid, seed, frames_per_system, metals, adsorbates, rattle_scale)
+            f for f in _system_frames(sid, seed, frames_per_system, metals, adsorbates,
+                                      rattle_scale, facets)
+            if f.info["kind"] in kinds
         )
         if progress is not None and ((sid + 1) % every == 0 or sid + 1 == n_systems):
             progress(f"generated {sid + 1}/{n_systems} systems ({len(frames)} frames)")
@@ -279,6 +326,10 @@ def make_dataset(
     frames_per_system: int = 6,
     rattle_scale: float = 1.0,
     fmt: str = "aselmdb",
+    metals: Sequence[str] = DEFAULT_METALS,
+    adsorbates: Sequence[str] = DEFAULT_ADSORBATES,
+    facets: Sequence[str] = DEFAULT_FACETS,
+    kinds: Sequence[str] = ("relax", "rattle"),
 ) -> dict[str, Path]:
     """Generate the embedded dataset: ``out_dir/<split>/data.aselmdb`` (+ metadata.npz).
 
@@ -323,6 +374,10 @@ def make_dataset(
         frames_per_system=frames_per_system,
         progress=progress,
         rattle_scale=rattle_scale,
+        metals=metals,
+        adsorbates=adsorbates,
+        facets=facets,
+        kinds=kinds,
     )
     perm = np.random.default_rng(seed).permutation(n_systems)
     counts = _split_counts(n_systems, splits)
@@ -335,3 +390,31 @@ def make_dataset(
         if progress is not None:
             progress(f"wrote {len(chosen)} frames ({count} systems) to {paths[name]}")
     return {name: path.parent for name, path in paths.items()}
+
+
+def make_ood_datasets(
+    out_dir: str | Path,
+    n_systems: int = 8,
+    seed: int = 1000,
+    splits: Sequence[str] = tuple(OOD_SPLITS),
+    progress: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    fmt: str = "aselmdb",
+) -> dict[str, Path]:
+    """One dataset folder per out-of-distribution split of ``OOD_SPLITS`` (``out_dir/<name>``).
+
+    Each split changes one thing relative to the embedded default (unseen adsorbates, an
+    unseen metal, a stepped facet, hotter rattles) on systems of their own seed. The hot
+    split keeps only rattled frames (``n_systems`` x 3 of them by default), since its
+    relaxation frames would be in-distribution.
+    """
+    unknown = [s for s in splits if s not in OOD_SPLITS]
+    if unknown:
+        raise ValueError(f"unknown OOD splits {unknown}; choose from {tuple(OOD_SPLITS)}")
+    out: dict[str, Path] = {}
+    for i, name in enumerate(splits):
+        folder = make_dataset(out_dir, n_systems=n_systems, seed=seed + i,
+                              splits={name: 1.0}, progress=progress, overwrite=overwrite,
+                              fmt=fmt, **OOD_SPLITS[name])[name]
+        out[name] = folder
+    return out

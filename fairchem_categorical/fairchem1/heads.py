@@ -79,8 +79,8 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
     def forward(self, data: Any, emb: dict[str, Any]) -> dict[str, torch.Tensor]:
         scalars = node_coefficients(emb)[:, 0, :]
         natoms = data["natoms"]
-        logits = self.system_logits(scalars, data["batch"], natoms)
-        out = self.decode(logits, natoms)
+        logits, out = self.energy_outputs(scalars, data["batch"], natoms,
+                                          data["atomic_numbers"])
         refs = self.energy_transform.spec.batch_references(
             data["atomic_numbers"], data["batch"], natoms.numel())
         energy = (out.pop("energy") + refs).to(data["pos"].dtype)

@@ -29,6 +29,7 @@ from fairchem_categorical.predictions import (
     predict_frames,
     seeded,
 )
+from fairchem_categorical.readout import epistemic_items
 
 # the OCP trainer's names for normalizers of checkpoints older than fairchem 1.0
 _OLD_KEYS = {"target": "energy", "grad_target": "forces"}
@@ -147,7 +148,8 @@ def predict_batch(loaded: LoadedModel, batch, seed: int
 
     The same contract as the 2.x adapter's ``predict_batch``: per-structure
     ``energy_std``/``energy_entropy``/``energy_edge_mass`` and the eV histogram with its 90%
-    interval for a categorical energy head, per-atom ``forces_std``/``forces_entropy`` for
+    interval for a categorical energy head (and, once fitted, its ``energy_uncertainty``/
+    ``ood_score``/``atom_ood_score``), per-atom ``forces_std``/``forces_entropy`` for
     a direct-force head; empty for a scalar checkpoint.
     """
     raw = loaded(batch, seed)
@@ -162,10 +164,23 @@ def predict_batch(loaded: LoadedModel, batch, seed: int
         refs = head.energy_transform.spec.batch_references(
             batch.atomic_numbers, batch.batch, batch.natoms.numel())
         extras.update({k: raw[k] for k in ("energy_std", "energy_entropy", "energy_edge_mass")})
+        extras.update(epistemic_items(raw))
         extras.update(head.histogram_in_ev(raw[head.logits_key], batch.natoms, refs))
     if loaded.force_head is not None:
         extras.update({k: raw[k] for k in ("forces_std", "forces_entropy")})
     return out, extras
+
+
+def predict_loaded(loaded: LoadedModel, frames: Sequence, batch_size: int = 8,
+                   progress: Callable[[str], None] | None = None, seed: int = 0
+                   ) -> list[StructurePrediction]:
+    """``predict_atoms`` with a model already loaded."""
+    a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
+                        r_fixed=True, r_pbc=True)
+    return predict_frames(
+        frames, batch_size,
+        lambda chunk: data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True),
+        lambda batch, start: predict_batch(loaded, batch, seed + start), progress)
 
 
 def predict_atoms(
@@ -178,12 +193,7 @@ def predict_atoms(
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame."""
     loaded = LoadedModel(checkpoint, device)
-    a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
-                        r_fixed=True, r_pbc=True)
-    preds = predict_frames(
-        frames, batch_size,
-        lambda chunk: data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True),
-        lambda batch, start: predict_batch(loaded, batch, seed + start), progress)
+    preds = predict_loaded(loaded, frames, batch_size, progress, seed)
     head = loaded.energy_head
     flag_unseen_elements(preds, frames, None if head is None else head.energy_transform.spec,
                          progress)

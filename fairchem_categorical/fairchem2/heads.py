@@ -59,8 +59,9 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
 
     @conditional_grad(torch.enable_grad())
     def forward(self, data: Any, emb: dict[str, torch.Tensor]) -> dict[str, dict]:
-        logits = self.logits(data, emb)
-        decoded = self.decode(logits, data["natoms"])
+        scalars = get_l_component_range(emb["node_embedding"], l_min=0, l_max=0).squeeze(1)
+        logits, decoded = self.energy_outputs(scalars, data["batch"], data["natoms"],
+                                              data["atomic_numbers"])
         energy = decoded["energy"]
         out: dict[str, dict] = {
             self.energy_task: decoded,

@@ -29,6 +29,7 @@ from fairchem_categorical.predictions import (
     predict_frames,
     seeded,
 )
+from fairchem_categorical.readout import epistemic_items
 
 #: prediction over many different structures: MOLE experts unmerged, no compile (the
 #: "batch" preset of fairchem's inference settings)
@@ -144,7 +145,9 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
 
     The uncertainty outputs are the per-structure ``energy_std``/``energy_entropy``/
     ``energy_edge_mass``, the histogram on the eV axis with its 90% interval (see
-    ``CategoricalEnergyReadout.histogram_in_ev``), and per-atom ``forces_std``/
+    ``CategoricalEnergyReadout.histogram_in_ev``), once the epistemic state is fitted
+    ``energy_uncertainty``/``ood_score`` (B,) and ``atom_ood_score`` (N,) (see
+    ``CategoricalEnergyReadout.epistemic_outputs``), and per-atom ``forces_std``/
     ``forces_entropy`` for a direct-force head; empty for a scalar checkpoint.
     """
     with seeded(seed, str(unit.device)):  # eSCN draws a random roll per edge frame
@@ -165,6 +168,7 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
         refs = energy - task.normalizer.denorm(head_out["energy"]).reshape(-1).double()
         extras.update({k: head_out[k] for k in ("energy_std", "energy_entropy",
                                                 "energy_edge_mass")})
+        extras.update(epistemic_items(head_out))
         logits = raw[energy_head.logits_task]["logits"]
         extras.update(energy_head.histogram_in_ev(logits, batch.natoms.to(refs.device),
                                                   refs))
@@ -173,6 +177,17 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
         extras.update({k: raw[force_head.forces_task][k] for k in ("forces_std",
                                                                    "forces_entropy")})
     return out, extras
+
+
+def predict_unit(unit: CategoricalPredictUnit, frames: Sequence, batch_size: int = 8,
+                 progress: Callable[[str], None] | None = None, seed: int = 0
+                 ) -> list[StructurePrediction]:
+    """``predict_atoms`` with a unit already loaded."""
+    dataset_name = unit.energy_task.datasets[0]
+    return predict_frames(
+        frames, batch_size,
+        lambda chunk: atomicdata_list_to_batch([to_data(a, dataset_name) for a in chunk]),
+        lambda batch, start: predict_batch(unit, batch, seed + start), progress)
 
 
 def predict_atoms(
@@ -189,11 +204,7 @@ def predict_atoms(
     Frames go to the model ``batch_size`` at a time (one graph per batch).
     """
     unit = load_unit(checkpoint, device, inference_settings)
-    dataset_name = unit.energy_task.datasets[0]
-    preds = predict_frames(
-        frames, batch_size,
-        lambda chunk: atomicdata_list_to_batch([to_data(a, dataset_name) for a in chunk]),
-        lambda batch, start: predict_batch(unit, batch, seed + start), progress)
+    preds = predict_unit(unit, frames, batch_size, progress, seed)
     head = unit.head(CategoricalEnergyHead)
     flag_unseen_elements(preds, frames, None if head is None else head.energy_transform.spec,
                          progress)

@@ -16,12 +16,14 @@ from fairchem_categorical.report.metrics import (
     gaussian_interval,
     histogram_interval,
     rejection_curve,
+    smoothed_interval,
 )
 from fairchem_categorical.report.plots import (
     plot_calibration_curve,
     plot_error_vs_uncertainty,
     plot_extreme_histograms,
     plot_rejection_curves,
+    plot_score_distributions,
 )
 
 
@@ -73,6 +75,26 @@ def write_report(cols: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray
             curve = coverage_curve(lambda c: gaussian_interval(cols["energy"], std, c),
                                    cols["energy_target"])
         plot_calibration_curve({"energy": curve}, out / "calibration_curve.png")
+    eu = np.asarray(cols.get("energy_uncertainty", np.full(len(err), np.nan)), float)
+    if np.isfinite(eu).all():  # a checkpoint with a fitted epistemic state
+        plot_error_vs_uncertainty(eu, err, out / "error_vs_energy_uncertainty.png",
+                                  label="energy_uncertainty (eV)")
+        curves = {"energy_uncertainty": rejection_curve(eu, err),
+                  "natoms (trivial)": rejection_curve(cols["natoms"], err)}
+        if np.isfinite(std).all():
+            curves["energy_std"] = rejection_curve(std, err)
+        plot_rejection_curves(curves, out / "rejection_curve.png")
+        if "energy_probs" in arrays and np.isfinite(std).all():
+            kernel = np.sqrt(np.clip(eu**2 - std**2, 0.0, None))
+            curve_u = coverage_curve(
+                lambda c: smoothed_interval(arrays["energy_probs"], arrays["energy_bin_centers"],
+                                            kernel, c), cols["energy_target"])
+            plot_calibration_curve({"histogram (energy_std)": curve,
+                                    "energy_uncertainty": curve_u},
+                                   out / "calibration_curve.png")
+        if ood_columns is not None and "ood_score" in ood_columns:
+            plot_score_distributions({"test": cols["ood_score"], "OOD": ood_columns["ood_score"]},
+                                     out / "ood_score.png")
     return metrics
 
 

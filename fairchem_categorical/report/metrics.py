@@ -23,9 +23,6 @@ from scipy import stats
 
 from fairchem_categorical import histogram
 
-# Probability floor for bins that hold (numerically) no mass: keeps the NLL of a
-# target in an empty or out-of-support bin finite (-log(1e-12) = 27.6 nats + log width).
-PROB_FLOOR = 1e-12
 DEFAULT_FRACTIONS = np.linspace(0.0, 0.9, 10)
 DEFAULT_LEVELS = np.arange(0.1, 1.0, 0.1)
 
@@ -140,22 +137,36 @@ def _histogram_rows(probs: ArrayLike, centers: ArrayLike
     return p / p.sum(-1, keepdim=True), left, width
 
 
-def histogram_nll(probs: ArrayLike, centers: ArrayLike, targets: ArrayLike) -> np.ndarray:
-    """Per-structure -log density of the target under the histogram, in nats.
+def _kernel(width: torch.Tensor, kernel_std: ArrayLike | None) -> torch.Tensor:
+    """Per-row smoothing std: ``kernel_std`` where given and finite, else the default tail."""
+    default = histogram.TAIL_KERNEL_BINS * width
+    if kernel_std is None:
+        return default
+    k = torch.as_tensor(_flat(kernel_std)).expand_as(width)
+    return torch.where(torch.isfinite(k) & (k > 0), torch.maximum(k, default), default)
 
-    The density is uniform inside each bin, so for the target's bin k:
-    ``nll = -log(max(p_k, PROB_FLOOR) / width)``. A target beyond the support is
-    scored with the edge bin on its side (the bin ``HistogramSupport.encode``
-    clamps it into), floored at ``PROB_FLOOR``: the histogram has no mass out there,
-    so this is a finite, large penalty rather than an infinite one.
+
+def histogram_nll(probs: ArrayLike, centers: ArrayLike, targets: ArrayLike,
+                  kernel_std: ArrayLike | None = None) -> np.ndarray:
+    """Per-structure -log density of the target under the smoothed histogram, in nats.
+
+    The predicted density is the histogram (uniform inside each bin) convolved with a
+    Gaussian of std ``kernel_std`` (per row; by default, and never less than,
+    ``TAIL_KERNEL_BINS`` = 0.75 bin widths, the HL-Gauss smoothing the model was trained
+    with): ``sum_k p_k [Phi((t - l_k) / s) - Phi((t - l_k - w) / s)] / w``. Inside the
+    support this differs little from the histogram's own density; beyond it the density
+    falls off as a Gaussian from the edge bin, so a target d outside the support costs
+    about (d / s)^2 / 2 nats more than one at the edge: a model whose support misses
+    the target is penalised in proportion to how far it misses. Pass the calibrated
+    predictive's kernel (``sqrt(energy_uncertainty^2 - energy_std^2)``) to score
+    ``energy_uncertainty``'s distribution.
     """
     p, left, width = _histogram_rows(probs, centers)
     t = torch.as_tensor(_flat(targets))
     if len(t) != len(p):
         raise ValueError(f"{len(t)} targets for {len(p)} histograms")
-    k = histogram.bin_index(torch.nan_to_num(t, nan=0.0), left, width, p.shape[-1])
-    pk = p.gather(-1, k.unsqueeze(-1)).squeeze(-1).clamp_min(PROB_FLOOR)
-    out = (-torch.log(pk / width)).numpy()
+    out = (-histogram.smoothed_log_density(p, left, width, _kernel(width, kernel_std),
+                                           torch.nan_to_num(t, nan=0.0))).numpy()
     out[~np.isfinite(t.numpy())] = np.nan
     return out
 
@@ -190,6 +201,18 @@ def histogram_interval(probs: ArrayLike, centers: ArrayLike, coverage: float
     tail = (1.0 - coverage) / 2.0
     return (histogram_quantile(probs, centers, tail),
             histogram_quantile(probs, centers, 1.0 - tail))
+
+
+def smoothed_interval(probs: ArrayLike, centers: ArrayLike, kernel_std: ArrayLike | None,
+                      coverage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central interval of the smoothed histogram of ``histogram_nll`` (same kernel)."""
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+    p, left, width = _histogram_rows(probs, centers)
+    s = _kernel(width, kernel_std)
+    tail = (1.0 - coverage) / 2.0
+    return (histogram.smoothed_quantile(p, left, width, s, tail).numpy(),
+            histogram.smoothed_quantile(p, left, width, s, 1.0 - tail).numpy())
 
 
 def gaussian_interval(mean: ArrayLike, std: ArrayLike, coverage: float
@@ -326,6 +349,15 @@ METRIC_KEYS = (
     "ence_energy",
     "auroc_energy_std", "auroc_energy_entropy", "auroc_energy_std_per_atom",
     "auroc_energy_edge_mass",
+    # the trivial ranking: bigger structures, bigger errors
+    "spearman_natoms", "spearman_natoms_per_atom",
+    # the designated outputs: energy_uncertainty (eV, calibrated) and ood_score
+    "spearman_energy_uncertainty", "spearman_energy_uncertainty_per_atom",
+    "rejection_auc_ratio_energy_uncertainty", "rejection_auc_ratio_energy_uncertainty_per_atom",
+    "spearman_ood_score_per_atom",
+    "energy_nll_uncertainty", "miscalibration_area_uncertainty", "energy_coverage90_uncertainty",
+    "ence_energy_uncertainty",
+    "auroc_ood_score", "auroc_energy_uncertainty", "auroc_energy_uncertainty_per_atom",
 )
 # rows the ranking metrics (Spearman, rejection, AUROC) leave out, counted, never silent
 METRIC_KEYS = (*METRIC_KEYS, "n_nonfinite_energy", "n_nonfinite_uncertainty",
@@ -368,6 +400,11 @@ def evaluate_predictions(columns: Mapping[str, ArrayLike],
     as is). NLL and miscalibration use the histogram when ``energy_probs`` is present
     and a Gaussian(energy, energy_std) otherwise; the ``_gaussian`` keys always use the
     Gaussian, for a like-for-like comparison with an ensemble.
+    The ``_uncertainty`` keys score ``energy_uncertainty``: its predictive distribution is
+    the histogram smoothed with a Gaussian of std ``sqrt(energy_uncertainty^2 -
+    energy_std^2)`` (what the model's calibration fitted), or Gaussian(energy,
+    energy_uncertainty) without histograms (an ensemble). ``auroc_ood_score`` ranks the
+    OOD set against this one by ``ood_score``.
     Raises ValueError if energy targets (or force targets, when given) are not finite.
     """
     out = dict.fromkeys(METRIC_KEYS, math.nan)
@@ -454,6 +491,11 @@ def evaluate_predictions(columns: Mapping[str, ArrayLike],
                 if len(u) == len(free):
                     out[f"spearman_{name}"] = spearman(u[free], atom_err)
 
+    if natoms is not None:
+        out["spearman_natoms"] = spearman(natoms, abs_err)
+        out["spearman_natoms_per_atom"] = spearman(natoms, abs_err / natoms)
+    out.update(_designated_metrics(columns, arrays, ood_columns, energy, target, natoms))
+
     if ood_columns is not None:
         out["n_ood_nonfinite_uncertainty"] = _nonfinite_rows(ood_columns, UNCERTAINTY_COLUMNS)
         # edge mass: probability in the outermost bins, where a target beyond the
@@ -466,4 +508,59 @@ def evaluate_predictions(columns: Mapping[str, ArrayLike],
         if std is not None and natoms is not None and ood_std is not None and \
                 ood_natoms is not None:
             out["auroc_energy_std_per_atom"] = auroc(std / natoms, ood_std / ood_natoms)
+    return out
+
+
+def _designated_metrics(columns: Mapping[str, ArrayLike], arrays: Mapping[str, ArrayLike],
+                        ood_columns: Mapping[str, ArrayLike] | None, energy: np.ndarray,
+                        target: np.ndarray, natoms: np.ndarray | None) -> dict[str, float]:
+    """Ranking, calibration and OOD metrics of ``energy_uncertainty`` and ``ood_score``."""
+    out: dict[str, float] = {}
+    err = energy - target
+    abs_err = np.abs(err)
+    eu = _column(columns, "energy_uncertainty")
+    ood = _column(columns, "ood_score")
+    if ood is not None and natoms is not None:
+        out["spearman_ood_score_per_atom"] = spearman(ood, abs_err / natoms)
+    if ood is not None and ood_columns is not None:
+        ood_other = _column(ood_columns, "ood_score")
+        if ood_other is not None:
+            out["auroc_ood_score"] = auroc(ood, ood_other)
+    if eu is None:
+        return out
+    out["spearman_energy_uncertainty"] = spearman(eu, abs_err)
+    out["rejection_auc_ratio_energy_uncertainty"] = rejection_curve(eu, abs_err)["auc_ratio"]
+    out["ence_energy_uncertainty"] = ence(eu, err)
+    if natoms is not None:
+        out["spearman_energy_uncertainty_per_atom"] = spearman(eu / natoms, abs_err / natoms)
+        out["rejection_auc_ratio_energy_uncertainty_per_atom"] = rejection_curve(
+            eu / natoms, abs_err / natoms)["auc_ratio"]
+    g = np.isfinite(eu)
+    std = _column(columns, "energy_std")
+    if "energy_probs" in arrays and "energy_bin_centers" in arrays and std is not None \
+            and g.all():
+        probs = np.asarray(arrays["energy_probs"])
+        centers = np.asarray(arrays["energy_bin_centers"])
+        kernel = np.sqrt(np.clip(eu**2 - std**2, 0.0, None))
+        out["energy_nll_uncertainty"] = float(np.mean(histogram_nll(probs, centers, target,
+                                                                    kernel)))
+        levels, observed = coverage_curve(
+            lambda c: smoothed_interval(probs, centers, kernel, c), target)
+        lo, hi = smoothed_interval(probs, centers, kernel, 0.9)
+    else:
+        out["energy_nll_uncertainty"] = float(np.mean(gaussian_nll(energy[g], eu[g],
+                                                                   target[g])))
+        levels, observed = coverage_curve(
+            lambda c: gaussian_interval(energy[g], eu[g], c), target[g])
+        lo, hi = gaussian_interval(energy[g], eu[g], 0.9)
+        target = target[g]
+    out["miscalibration_area_uncertainty"] = miscalibration_area(levels, observed)
+    out["energy_coverage90_uncertainty"] = float(np.mean((target >= lo) & (target <= hi)))
+    if ood_columns is not None:
+        eu_ood = _column(ood_columns, "energy_uncertainty")
+        if eu_ood is not None:
+            out["auroc_energy_uncertainty"] = auroc(eu, eu_ood)
+            n_ood = _column(ood_columns, "natoms")
+            if natoms is not None and n_ood is not None:
+                out["auroc_energy_uncertainty_per_atom"] = auroc(eu / natoms, eu_ood / n_ood)
     return out

@@ -264,3 +264,30 @@ def plot_active_learning(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return _save(fig, out_png)
+
+
+def plot_score_distributions(scores: Mapping[str, np.ndarray], out_png: str | Path,
+                             label: str = "ood_score") -> Path:
+    """Histograms of a score per set (test vs out-of-distribution), on a log axis if positive.
+
+    Two sets an OOD score tells apart barely overlap; the legend gives each set's median.
+    """
+    fig, axes = _figure(5.5, 4.0)
+    ax = axes[0, 0]
+    values = {k: np.asarray(v, float)[np.isfinite(np.asarray(v, float))]
+              for k, v in scores.items()}
+    pooled = np.concatenate([v for v in values.values() if len(v)] or [np.zeros(1)])
+    use_log = bool(np.all(pooled > 0)) and pooled.max() / max(pooled.min(), 1e-300) > 20
+    edges = (np.geomspace(pooled.min(), pooled.max(), 40) if use_log
+             else np.linspace(pooled.min(), pooled.max() + 1e-12, 40))
+    for idx, (name, v) in enumerate(values.items()):
+        if len(v):
+            ax.hist(v, bins=edges, alpha=0.5, color=f"C{idx % 10}",
+                    label=f"{name} (n={len(v)}, median {np.median(v):.3g})")
+    if use_log:
+        ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("structures")
+    ax.set_title(f"{label}: in vs out of distribution")
+    ax.legend(fontsize=7)
+    return _save(fig, out_png)

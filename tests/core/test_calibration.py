@@ -123,3 +123,50 @@ def test_apply_temperature_changes_decoding() -> None:
     assert torch.all(support.std(logits) > before)
     with pytest.raises(ValueError):
         apply_temperature(support, 0.0)
+
+
+def _noisy_histograms(n: int, alpha: float, seed: int = 0):
+    """Gaussian histograms of std s; targets off by N(0, s^2) + N(0, (alpha e)^2)."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0.5, 1.5, n)
+    e = rng.uniform(0.0, 2.0, n)
+    mean = rng.normal(0.0, 3.0, n)
+    width = 0.1
+    centers = mean[:, None] + width * (np.arange(200) - 99.5)
+    edges = np.c_[centers - width / 2, centers[:, -1:] + width / 2]
+    probs = np.diff(norm.cdf(edges, mean[:, None], s[:, None]), axis=1)
+    probs /= probs.sum(1, keepdims=True)
+    y = mean + rng.normal(0.0, 1.0, n) * np.sqrt(s**2 + (alpha * e) ** 2)
+    return probs, centers, y, e
+
+
+def test_fit_predictive_recovers_the_epistemic_scale() -> None:
+    from fairchem_categorical.calibration import fit_predictive, predictive_nll
+
+    probs, centers, y, e = _noisy_histograms(2000, alpha=0.5)
+    fit = fit_predictive(probs, centers, y, e)
+    assert fit["alpha"] == pytest.approx(0.5, rel=0.1)
+    assert fit["temperature"] == pytest.approx(1.0, abs=0.1)
+    assert fit["nll_after"] < fit["nll_before"]
+    assert fit["nll_after"] == pytest.approx(
+        predictive_nll(probs, centers, y, fit["temperature"], fit["alpha"], e).mean())
+    # with nothing epistemic in the errors the scale goes (nearly) to zero
+    probs, centers, y, e = _noisy_histograms(2000, alpha=0.0, seed=1)
+    assert fit_predictive(probs, centers, y, e)["alpha"] < 0.1
+    # without an epistemic term, the temperature alone
+    fit = fit_predictive(probs, centers, y)
+    assert fit["alpha"] == 0.0 and fit["temperature"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_fit_predictive_rejects_bad_input() -> None:
+    from fairchem_categorical.calibration import fit_predictive
+
+    probs, centers, y, e = _noisy_histograms(10, alpha=0.5)
+    with pytest.raises(ValueError, match="finite energy target"):
+        fit_predictive(probs, centers, np.r_[y[:-1], np.nan], e)
+    with pytest.raises(ValueError, match="epistemic_std"):
+        fit_predictive(probs, centers, y, -e)
+    with pytest.raises(ValueError, match="disagree"):
+        fit_predictive(probs, centers, y[:5], e[:5])

@@ -155,6 +155,34 @@ def test_rattle_scale_makes_hotter_rattles() -> None:
     assert f_hot > f_cold
 
 
+def test_ood_splits_change_one_thing_each(tmp_path: Path) -> None:
+    from fairchem_categorical.data import OOD_SPLITS, make_ood_datasets
+    from fairchem_categorical.data.embedded import DEFAULT_ADSORBATES, DEFAULT_METALS
+
+    paths = make_ood_datasets(tmp_path, n_systems=2, seed=7)
+    assert set(paths) == set(OOD_SPLITS)
+    split = {name: read_frames([p]) for name, p in paths.items()}
+    for name, frames in split.items():
+        assert paths[name] == tmp_path / name
+        for f in frames:
+            tags = f.get_tags()
+            assert set(tags.tolist()) == {0, 1, 2}, name
+            np.testing.assert_array_equal(_fixed_indices(f), np.flatnonzero(tags == 0))
+            assert f.positions[tags == 0, 2].max() < f.positions[tags == 1, 2].max()
+            assert f.positions[tags == 2, 2].min() > f.positions[tags != 2, 2].max() - 0.5
+    metals = lambda fr: {s for f in fr for s in f.get_chemical_symbols()}  # noqa: E731
+    assert "Al" in metals(split["metal"]) and "Al" not in metals(split["facet"])
+    assert {f.info["adsorbate"] for f in split["adsorbates"]}.isdisjoint(DEFAULT_ADSORBATES)
+    assert {f.info["metal"] for f in split["adsorbates"]} <= set(DEFAULT_METALS)
+    assert {f.info["facet"] for f in split["facet"]} == {"fcc211"}
+    assert {f.info["kind"] for f in split["hot"]} == {"rattle"} and len(split["hot"]) == 6
+    assert all(f.info["rattle_sigma"] >= 0.06 for f in split["hot"])  # 3 x (0.02..0.1)
+    # steps: the top layer is not flat
+    step = split["facet"][0]
+    top = step.positions[step.get_tags() == 1, 2]
+    assert np.ptp(top) > 0.5
+
+
 def test_generate_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="n_systems"):
         generate_frames(n_systems=0)
@@ -162,6 +190,10 @@ def test_generate_rejects_bad_arguments() -> None:
         generate_frames(n_systems=1, metals=("Fe",))
     with pytest.raises(ValueError, match="adsorbates"):
         generate_frames(n_systems=1, adsorbates=("CH3OH",))
+    with pytest.raises(ValueError, match="facets"):
+        generate_frames(n_systems=1, facets=("fcc110",))
+    with pytest.raises(ValueError, match="kinds"):
+        generate_frames(n_systems=1, kinds=("md",))
 
 
 # ------------------------------------------------------------------------------------------

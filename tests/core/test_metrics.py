@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
+from scipy.stats import norm, spearmanr
 
 from fairchem_categorical.histogram import HistogramSupport
 from fairchem_categorical.predictions import (
@@ -34,6 +34,7 @@ from fairchem_categorical.report.metrics import (
     histogram_quantile,
     miscalibration_area,
     rejection_curve,
+    smoothed_interval,
     spearman,
 )
 from fairchem_categorical.report.plots import (
@@ -41,6 +42,7 @@ from fairchem_categorical.report.plots import (
     plot_error_vs_uncertainty,
     plot_extreme_histograms,
     plot_rejection_curves,
+    plot_score_distributions,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -178,21 +180,54 @@ def test_auroc() -> None:
 # -- likelihoods and intervals by hand ----------------------------------------------------
 
 
+def _np_smoothed_nll(probs, centers, targets, kernel):
+    """-log sum_k p_k [Phi((t - l_k)/s) - Phi((t - r_k)/s)] / w, with scipy, row by row."""
+    from scipy.stats import norm
+
+    out = []
+    for p, c, t, s in zip(probs, centers, targets, kernel, strict=True):
+        c = np.asarray(c, dtype=float)
+        w = c[1] - c[0]
+        left = c - w / 2
+        # Phi(a) - Phi(b) as sf(b) - sf(a) in the upper tail, where cdf rounds to 1
+        mass = [norm.sf((t - lk - w) / s) - norm.sf((t - lk) / s) if t - lk - w > 0 else
+                norm.cdf((t - lk) / s) - norm.cdf((t - lk - w) / s) for lk in left]
+        out.append(-math.log(sum(pk * m for pk, m in zip(p, mass, strict=True)) / w))
+    return np.array(out)
+
+
 def test_histogram_nll_by_hand() -> None:
     probs = np.array([[0.2, 0.5, 0.3]] * 5)
     centers = np.array([[0.0, 1.0, 2.0]] * 4 + [[0.0, 0.5, 1.0]])  # last row: width 0.5
     targets = np.array([1.2, -0.4, 2.49, 7.0, 0.6])
-    expected = [
-        -math.log(0.5),  # middle bin, width 1
-        -math.log(0.2),  # first bin
-        -math.log(0.3),  # last bin, just inside its right edge
-        -math.log(0.3),  # beyond the support: the edge bin's density
-        -math.log(0.5 / 0.5),  # width 0.5: density 1 per eV
-    ]
-    np.testing.assert_allclose(histogram_nll(probs, centers, targets), expected)
-    # an empty bin is floored at 1e-12, not infinite
+    width = np.array([1.0] * 4 + [0.5])
+    # the default kernel: 0.75 bin widths (the HL-Gauss sigma)
+    expected = _np_smoothed_nll(probs, centers, targets, 0.75 * width)
+    np.testing.assert_allclose(histogram_nll(probs, centers, targets), expected, rtol=1e-9)
+    # a wider kernel where given; never narrower than the default
+    kernel = np.array([2.0, 0.1, np.nan, 3.0, 0.5])
+    expected = _np_smoothed_nll(probs, centers, targets, [2.0, 0.75, 0.75, 3.0, 0.5])
+    np.testing.assert_allclose(histogram_nll(probs, centers, targets, kernel), expected,
+                               rtol=1e-9)
+    # an empty bin is finite: its neighbours' mass reaches it through the kernel
     nll = histogram_nll([[0.0, 1.0, 0.0]], [[0.0, 1.0, 2.0]], [0.0])
-    assert nll[0] == pytest.approx(-math.log(1e-12))
+    assert nll[0] == pytest.approx(_np_smoothed_nll([[0.0, 1.0, 0.0]], [[0.0, 1.0, 2.0]],
+                                                    [0.0], [0.75])[0])
+
+
+def test_histogram_nll_penalises_targets_beyond_the_support() -> None:
+    probs, centers = np.array([[0.2, 0.5, 0.3]]), np.array([[0.0, 1.0, 2.0]])
+    edge = histogram_nll(probs, centers, [2.4])[0]
+    nll = [histogram_nll(probs, centers, [2.5 + d])[0] for d in (1.0, 10.0, 1000.0)]
+    assert edge < nll[0] < nll[1] < nll[2]
+    # far out the density is the edge bin's mass under a Gaussian tail of s = 0.75:
+    # -log(0.3 * Phi(-d / s) / w) ~ d^2 / (2 s^2) + log(d / s) + ...
+    d = 1000.0
+    assert nll[2] == pytest.approx(d**2 / (2 * 0.75**2), rel=1e-4)
+    # symmetric on the low side, and a target 1000 eV out is no longer scored as the edge
+    assert histogram_nll(probs, centers, [-0.5 - d])[0] == pytest.approx(
+        d**2 / (2 * 0.75**2), rel=1e-4)
+    assert nll[2] - edge > 1e5
 
 
 def test_gaussian_nll_by_hand() -> None:
@@ -300,6 +335,8 @@ def _synthetic_run(n: int = 40, seed: int = 5, categorical: bool = True
               "fixed": (rng.uniform(size=n_at) < 0.2).astype(int), "forces_std": f_std}
     if categorical:
         arrays["energy_probs"], arrays["energy_bin_centers"] = gaussian_histograms(mean, std)
+        cols["energy_uncertainty"] = std * 1.1
+        cols["ood_score"] = rng.uniform(0.5, 1.5, n)
     return cols, arrays
 
 
@@ -311,6 +348,8 @@ def test_evaluate_predictions_categorical() -> None:
     rng = np.random.default_rng(7)
     cols["energy_edge_mass"] = rng.uniform(0.0, 0.01, len(cols["energy"]))
     ood["energy_edge_mass"] = rng.uniform(0.2, 0.5, len(ood["energy"]))
+    ood["energy_uncertainty"] = ood["energy_uncertainty"] * 10
+    ood["ood_score"] = ood["ood_score"] + 1.0
     out = evaluate_predictions(cols, arrays, ood)
     assert tuple(out) == METRIC_KEYS
     assert all(isinstance(v, float) for v in out.values())
@@ -323,6 +362,12 @@ def test_evaluate_predictions_categorical() -> None:
     assert out["auroc_energy_std"] == 1.0
     assert out["auroc_energy_entropy"] == 1.0
     assert out["auroc_energy_edge_mass"] == 1.0
+    assert out["auroc_ood_score"] == 1.0 and out["auroc_energy_uncertainty"] == 1.0
+    assert out["spearman_natoms"] == pytest.approx(spearmanr(cols["natoms"], err).statistic)
+    assert out["spearman_natoms_per_atom"] == pytest.approx(
+        spearmanr(cols["natoms"], err / cols["natoms"]).statistic)
+    # energy_uncertainty = 1.1 std: a uniformly wider version of the same ranking
+    assert out["spearman_energy_uncertainty"] == pytest.approx(out["spearman_energy_std"])
     assert 0.0 <= out["miscalibration_area"] <= 1.0
     assert out["spearman_forces_std"] > 0.3  # force errors scale with forces_std
     assert math.isnan(out["spearman_forces_entropy"])  # no forces_entropy given
@@ -378,6 +423,8 @@ def test_evaluate_predictions_on_written_files(tmp_path: Path) -> None:
         fixed=arrays["fixed"][offsets[i]:offsets[i + 1]],
         energy_bin_centers=arrays["energy_bin_centers"][i],
         energy_probs=arrays["energy_probs"][i].astype(np.float32),
+        energy_uncertainty=float(cols["energy_uncertainty"][i]),
+        ood_score=float(cols["ood_score"][i]),
     ) for i in range(6)]
     out_csv, out_npz = write_predictions(preds, tmp_path / "pred.csv")
     with np.load(out_npz) as npz:
@@ -413,3 +460,49 @@ def test_plots_write_images(tmp_path: Path, calibrated: dict) -> None:
     _check_png(plot_rejection_curves({"std": rejection_curve(s, err),
                                       "random": rejection_curve(rng.uniform(size=500), err)},
                                      tmp_path / "rej.png"))
+    _check_png(plot_score_distributions({"test": rng.lognormal(0, 0.3, 100),
+                                         "OOD": rng.lognormal(3, 1, 40)}, tmp_path / "ood.png"))
+
+
+def test_evaluate_report_plots_the_designated_columns(tmp_path: Path) -> None:
+    from fairchem_categorical.report.evaluate import write_report
+
+    cols, arrays = _synthetic_run(n=40, seed=12)
+    ood, _ = _synthetic_run(n=20, seed=13)
+    ood["ood_score"] = ood["ood_score"] * 10
+    metrics = write_report(cols, arrays, tmp_path, ood)
+    assert metrics["auroc_ood_score"] == 1.0
+    for png in ("error_vs_energy_uncertainty.png", "rejection_curve.png", "ood_score.png",
+                "calibration_curve.png"):
+        _check_png(tmp_path / png)
+
+
+def test_energy_uncertainty_scores_the_smoothed_predictive() -> None:
+    """energy_uncertainty^2 = std^2 + s^2: NLL and coverage of the histogram smoothed by s."""
+    cols, arrays = _synthetic_run(n=60, seed=11)
+    probs, centers = arrays["energy_probs"], arrays["energy_bin_centers"]
+    target, std = cols["energy_target"], cols["energy_std"]
+    width = centers[:, 1] - centers[:, 0]
+    kernel = np.where(np.arange(60) % 2 == 0, 0.75 * width, 3.0 * std)
+    cols["energy_uncertainty"] = np.sqrt(std**2 + kernel**2)
+    out = evaluate_predictions(cols, arrays)
+    want = _np_smoothed_nll(probs, centers, target, kernel).mean()
+    assert out["energy_nll_uncertainty"] == pytest.approx(want, rel=1e-6)
+    lo, hi = smoothed_interval(probs, centers, kernel, 0.9)
+    assert out["energy_coverage90_uncertainty"] == pytest.approx(
+        np.mean((target >= lo) & (target <= hi)))
+    # the smoothed interval holds 90% of the smoothed density: check one row by quadrature
+    from scipy.integrate import quad
+
+    i = 1
+
+    def dens(t: float) -> float:
+        return math.exp(-_np_smoothed_nll(probs[i:i + 1], centers[i:i + 1], [t],
+                                          [kernel[i]])[0])
+
+    assert quad(dens, lo[i], hi[i], limit=200)[0] == pytest.approx(0.9, abs=1e-4)
+    # without histograms (an ensemble): a Gaussian of that std
+    bare = {k: v for k, v in cols.items()}
+    out = evaluate_predictions(bare, {"natoms": arrays["natoms"]})
+    assert out["energy_nll_uncertainty"] == pytest.approx(
+        gaussian_nll(cols["energy"], cols["energy_uncertainty"], target).mean())

@@ -177,3 +177,40 @@ def test_energy_transform_state_carries_the_fitted_elements() -> None:
 def test_energy_readout_refuses_the_total_level() -> None:
     with pytest.raises(ValueError, match="not size-extensive"):
         CategoricalEnergyReadout(4, 8, SUPPORT, {**ENERGY, "level": "total"})
+
+
+def test_energy_outputs_add_the_epistemic_terms_once_fitted() -> None:
+    from fairchem_categorical.epistemic import FeatureStatistics, fit_state
+
+    energy = {**ENERGY, "mean": 0.1, "std": 0.05}
+    readout = CategoricalEnergyReadout(4, 8, SUPPORT, energy).eval()
+    _randomise(readout, 2)
+    g = torch.Generator().manual_seed(3)
+    x, z = torch.randn(60, 4, generator=g), torch.tensor([1, 8, 29] * 20)
+    batch, natoms = torch.arange(60) // 6, torch.full((10,), 6)
+    logits, out = readout.energy_outputs(x, batch, natoms, z)
+    assert set(out) == {"energy", "energy_std", "energy_entropy", "energy_edge_mass"}
+    with readout.epistemic.collecting(FeatureStatistics()) as stats:
+        readout.energy_outputs(x, batch, natoms, z)  # the fitting pass
+    readout.epistemic.load(fit_state(stats))
+    readout.epistemic.set_alpha(0.7)
+    xt, bt, nt = x[:9] * 3, torch.tensor([0] * 4 + [1] * 5), torch.tensor([4, 5])
+    logits, out = readout.energy_outputs(xt, bt, nt, z[:9])
+    s = readout.epistemic.scores(readout.node_block(xt), mean_pool(readout.node_block(xt), bt,
+                                                                   nt), z[:9], bt)
+    u = s["mahalanobis_tied"]["structure"].numpy()  # the default method
+    p, c = np_probs(logits), np_centers(SUPPORT)
+    mean = (p * c).sum(-1)
+    var = (p * (c - mean[:, None]) ** 2).sum(-1)
+    width = (SUPPORT["high"] - SUPPORT["low"]) / SUPPORT["num_bins"]
+    want = nt.numpy() * 0.05 * np.sqrt(var + (0.75 * width) ** 2 + 0.7**2 * u)
+    np.testing.assert_allclose(out["energy_uncertainty"].numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(out["ood_score"].numpy(), u)
+    assert out["atom_ood_score"].shape == (9,)
+    np.testing.assert_allclose(out["epistemic_std_llpr"].numpy(),
+                               nt.numpy() * 0.05 * np.sqrt(s["llpr"]["structure"].numpy()))
+    # the decoded energy does not change, and training mode adds nothing
+    readout.train()
+    _, train_out = readout.energy_outputs(xt, bt, nt, z[:9])
+    assert "energy_uncertainty" not in train_out
+    torch.testing.assert_close(train_out["energy"], out["energy"])

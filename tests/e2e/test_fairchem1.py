@@ -318,3 +318,47 @@ def test_calculator_on_scalar_and_categorical_checkpoints(eqv2_scalar, eqv2_cate
         if categorical:
             assert calc.results["energy_uncertainty"] == pytest.approx(want.energy_std)
             assert calc.results["forces_uncertainty"].shape == (len(atoms),)
+
+
+def test_fit_uncertainty_and_calibrate_through_the_cli(eqv2_categorical, pyg_data,
+                                                       tmp_path) -> None:
+    """The same commands as on the 2.x line: fit on train, calibrate on val, predict, evaluate."""
+    import json
+
+    from fairchem_categorical.fairchem1.uncertainty import read_state
+
+    # calibrate works on a 1.10 checkpoint without a fitted state: temperature alone
+    tempered = tmp_path / "tempered.pt"
+    lines = _cli("calibrate", "--checkpoint", str(eqv2_categorical), "--val",
+                 str(pyg_data["val"]), "--out", str(tempered))
+    temperature = float(lines[0].split()[1])
+    assert temperature > 0 and read_state(tempered) is None
+    raw = _predict(eqv2_categorical, pyg_data["test"], tmp_path / "raw.csv")
+    cal = _predict(tempered, pyg_data["test"], tmp_path / "cal.csv")
+    p = np.load(tmp_path / "raw.npz")["energy_probs"]
+    q = np.load(tmp_path / "cal.npz")["energy_probs"]
+    expected = np.exp(np.log(np.maximum(p, 1e-30)) / temperature)
+    np.testing.assert_allclose(q, expected / expected.sum(1, keepdims=True), atol=1e-5)
+    assert np.isnan(raw["energy_uncertainty"]).all() and np.isnan(cal["ood_score"]).all()
+
+    fitted = tmp_path / "fitted.pt"
+    lines = _cli("fit-uncertainty", "--checkpoint", str(eqv2_categorical), "--train",
+                 str(pyg_data["train"]), "--val", str(pyg_data["val"]), "--out", str(fitted))
+    assert Path(lines[-1]) == fitted
+    state = read_state(fitted)
+    assert state["method"] == "mahalanobis_tied" and state["alpha"]["mahalanobis_tied"] != 1.0
+    cols = _predict(fitted, pyg_data["test"], tmp_path / "fitted.csv")
+    assert np.isfinite(cols["energy_uncertainty"]).all() and np.isfinite(cols["ood_score"]).all()
+    assert (cols["energy_uncertainty"] > cols["energy_std"]).all()
+    arrays = np.load(tmp_path / "fitted.npz")
+    assert arrays["atom_ood_score"].shape == (int(cols["natoms"].sum()),)
+    np.testing.assert_allclose(cols["energy"], raw["energy"])  # energies untouched
+
+    report = tmp_path / "eval"
+    _cli("evaluate", "--checkpoint", str(fitted), "--data", str(pyg_data["test"]),
+         "--ood-data", str(pyg_data["val"]), "--out", str(report))
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("auroc_ood_score", "spearman_energy_uncertainty", "energy_nll_uncertainty",
+                "miscalibration_area_uncertainty"):
+        assert np.isfinite(metrics[key]), key
+    assert "spearman_natoms" in metrics  # NaN here: one test system, one atom count

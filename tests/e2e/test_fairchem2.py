@@ -327,3 +327,59 @@ def test_calculator_on_a_scalar_checkpoint_gives_energy_and_forces_only(scalar_c
     assert set(calc.results) <= {"energy", "free_energy", "forces", "stress"}
     assert "energy_uncertainty" not in calc.implemented_properties
     assert "energy_uncertainty" not in atoms.info
+
+
+def test_fit_uncertainty_calibrate_predict_evaluate(categorical_ckpt, small_dataset, tmp_path):
+    """fit-uncertainty on train + calibrate on val; the state travels in the checkpoint."""
+    import json
+
+    from fairchem_categorical.fairchem2.uncertainty import read_state
+    from fairchem_categorical.predictions import read_predictions
+
+    fitted = tmp_path / "fitted.pt"
+    lines = _cli("fit-uncertainty", "--checkpoint", str(categorical_ckpt), "--train",
+                 str(small_dataset["train"]), "--val", str(small_dataset["val"]),
+                 "--out", str(fitted), "--method", "mahalanobis")
+    assert Path(lines[-1]) == fitted
+    assert any(line.startswith("epistemic scale (mahalanobis)") for line in lines)
+    state = read_state(fitted)
+    assert state["method"] == "mahalanobis"
+    out = tmp_path / "preds.csv"
+    _cli("predict", "--checkpoint", str(fitted), str(small_dataset["test"]), "--out", str(out))
+    cols = read_predictions(out)
+    assert np.isfinite(cols["energy_uncertainty"]).all() and np.isfinite(cols["ood_score"]).all()
+    assert (cols["energy_uncertainty"] > cols["energy_std"]).all()
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["atom_ood_score"].shape == (int(cols["natoms"].sum()),)
+
+    # calibrating again keeps the fitted state and refits the scale from where it is
+    again = tmp_path / "again.pt"
+    lines = _cli("calibrate", "--checkpoint", str(fitted), "--val", str(small_dataset["val"]),
+                 "--out", str(again))
+    factor = float(lines[0].split("(x")[1].split()[0])
+    assert factor == 1.0  # the temperature is held
+    assert read_state(again)["alpha"]["mahalanobis"] == pytest.approx(
+        state["alpha"]["mahalanobis"], rel=0.05)
+
+    report = tmp_path / "eval"
+    _cli("evaluate", "--checkpoint", str(fitted), "--data", str(small_dataset["test"]),
+         "--ood-data", str(small_dataset["val"]), "--out", str(report))
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("auroc_ood_score", "spearman_energy_uncertainty", "energy_nll_uncertainty",
+                "miscalibration_area_uncertainty"):
+        assert np.isfinite(metrics[key]), key
+    assert "spearman_natoms" in metrics  # NaN here: one test system, one atom count
+
+
+def test_train_with_fit_uncertainty_ends_on_a_fitted_checkpoint(small_dataset, small_bins,
+                                                                tmp_path):
+    from fairchem_categorical.fairchem2.uncertainty import read_state
+
+    lines = _cli("train", str(CONFIGS / "esen_categorical_conserving.yaml"), "--train-data",
+                 str(small_dataset["train"]), "--val-data", str(small_dataset["val"]),
+                 "--bins", str(small_bins), "--max-epochs", "1", "--run-dir", str(tmp_path),
+                 "--fit-uncertainty", *TINY_BACKBONE)
+    fitted = Path(lines[-1])
+    assert fitted.name == "inference_ckpt_fitted.pt" and fitted.is_file()
+    assert read_state(fitted)["alpha"]["mahalanobis_tied"] != 1.0  # calibrated on val
+    assert read_state(fitted.with_name("inference_ckpt.pt")) is None  # the original untouched
