@@ -6,8 +6,11 @@ Data (embedded EMT generator): a starting set of 3 systems x 4 frames, a pool of
 systems x 6 frames (labels hidden), a held-out set of 10 systems x 4 frames from another
 random stream. Each strategy labels ``--per-round`` pool structures per round with EMT
 and fine-tunes through fairchem (tiny eSEN, CPU-sized). The categorical strategies share
-the round-0 model. Writes ``active_learning.md`` (per-round table + reference calls saved
-at equal held-out error) and ``active_learning.png`` (held-out MAE vs reference calls).
+the round-0 model; every categorical (re)training is followed by fit-uncertainty (the
+labelled set, calibrated on the held-out set), so the selection uses ``energy_uncertainty``
+(histogram + feature distance). Writes ``active_learning.md`` (per-round table + reference
+calls saved at equal held-out error) and ``active_learning.png`` (held-out MAE vs reference
+calls).
 """
 
 from __future__ import annotations
@@ -79,12 +82,12 @@ def main() -> None:
     def categorical(name: str, ckpt: Path | None) -> CategoricalLearner:
         return CategoricalLearner(CONFIGS / "esen_categorical_conserving.yaml", bins_path,
                                   heldout_dir, work / name, args.epochs, args.finetune_epochs,
-                                  TINY, seed=args.seed, checkpoint=ckpt)
+                                  TINY, seed=args.seed, checkpoint=ckpt, fit_uncertainty=True)
 
     t0 = time.time()
     round0 = jobs.train(CONFIGS / "esen_categorical_conserving.yaml",
                         str(_dataset(train, work / "round0")), heldout_dir, bins_path,
-                        args.epochs, args.seed, work / "round0_runs", TINY)
+                        args.epochs, args.seed, work / "round0_runs", TINY, fit=True)
     round0_seconds = time.time() - t0
     runs, seconds = {}, {}
     for name in ("uncertainty", "random"):
@@ -119,7 +122,7 @@ def _dataset(frames_, folder: Path) -> Path:
 
 
 def report(runs: dict, seconds: dict, args: argparse.Namespace, total: float) -> None:
-    names = {"uncertainty": "categorical uncertainty", "random": "random"}
+    names = {"uncertainty": "categorical energy_uncertainty (fitted)", "random": "random"}
     rows = []
     for key, log in runs.items():
         for e in log:

@@ -43,6 +43,7 @@ variance; ``alpha`` is fitted with the temperature on validation data
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -229,6 +230,14 @@ class EpistemicState(nn.Module):
     def load(self, state: dict[str, Any] | None) -> None:
         self.state = state
         self._device_cache = {}
+
+    def forget(self, why: str) -> None:
+        """Drop a fitted state (once, with a warning naming ``why``); refit with
+        fit-uncertainty."""
+        if self.state is not None:
+            logging.warning(f"the fitted epistemic state is dropped: {why}; run "
+                            "fit-uncertainty on the new checkpoint")
+            self.load(None)
 
     @property
     def fitted(self) -> bool:

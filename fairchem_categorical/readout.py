@@ -125,7 +125,11 @@ class CategoricalEnergyReadout(nn.Module):
         pooled = mean_pool(hidden, batch, natoms)
         logits = self.logits_block(pooled)
         out = self.decode(logits, natoms)
-        if not self.training:
+        if self.training:
+            # a training step moves the features the fitted statistics describe (fine-tuning
+            # a fitted checkpoint): drop them rather than score against stale ones
+            self.epistemic.forget("training changes the features it was fitted on")
+        else:
             out.update(self.epistemic_outputs(hidden, pooled, logits, atomic_numbers, batch,
                                               natoms))
         return logits, out

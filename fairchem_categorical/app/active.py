@@ -41,18 +41,24 @@ def _write_dataset(frames: Sequence[Atoms], folder: Path) -> Path:
 
 
 class CategoricalLearner:
-    """One categorical model, trained then fine-tuned round by round with fairchem."""
+    """One categorical model, trained then fine-tuned round by round with fairchem.
+
+    ``fit_uncertainty``: after every (re)training, fit the epistemic state on the labelled
+    set (calibrated on the held-out set), so ``energy_uncertainty`` includes the feature
+    distance; without it the calculator falls back to the histogram's std.
+    """
 
     def __init__(self, config: str | Path, bins: str | Path, heldout_dir: str | Path,
                  workdir: str | Path, epochs: int, finetune_epochs: int,
                  overrides: Sequence[str] = (), finetune_overrides: Sequence[str] = (),
                  seed: int = 0, checkpoint: str | Path | None = None,
-                 say: Say | None = None) -> None:
+                 say: Say | None = None, fit_uncertainty: bool = False) -> None:
         self.config, self.bins = Path(config), Path(bins)
         self.heldout_dir, self.workdir = str(heldout_dir), Path(workdir)
         self.epochs, self.finetune_epochs = epochs, finetune_epochs
         self.overrides, self.finetune_overrides = list(overrides), list(finetune_overrides)
         self.seed, self.checkpoint, self.say = seed, checkpoint, say
+        self.fit_uncertainty = fit_uncertainty
         self.calculator: Any = None
         self.train_seconds = 0.0
         if checkpoint is not None:
@@ -68,13 +74,14 @@ class CategoricalLearner:
         start = time.time()
         if self.checkpoint is None:
             ckpt = jobs.train(self.config, str(data), self.heldout_dir, self.bins, self.epochs,
-                              self.seed, self.workdir / "runs", self.overrides)
+                              self.seed, self.workdir / "runs", self.overrides,
+                              fit=self.fit_uncertainty)
         else:
             ckpt = jobs.train(lines.LINES[2].configs / FINETUNE_CONFIG, str(data),
                               self.heldout_dir, self.bins, self.finetune_epochs, self.seed,
                               self.workdir / "runs",
                               [f"starting_checkpoint={self.checkpoint}", "model.heads=null",
-                               *self.finetune_overrides])
+                               *self.finetune_overrides], fit=self.fit_uncertainty)
         self.train_seconds += time.time() - start
         self._load(ckpt)
 
@@ -156,7 +163,8 @@ def run_active(train: str | Path, pool: str | Path, heldout: str | Path, bins: s
     else:
         learner = CategoricalLearner(config or configs / "esen_categorical_conserving.yaml",
                                      bins, heldout, out / "work", epochs, finetune_epochs,
-                                     overrides, seed=seed, checkpoint=checkpoint, say=say)
+                                     overrides, seed=seed, checkpoint=checkpoint, say=say,
+                                     fit_uncertainty=True)
     log, labelled = run_active_learning(
         learner, read_frames([train]), pool_frames, heldout_frames, reference or EMT(),
         rounds, per_round, strategy="uncertainty" if ensemble else strategy, seed=seed,

@@ -1,6 +1,6 @@
-"""Screening tools for fairchem-core 1.10: the calculator, fairchem-data-oc placements, and
-its anomaly check (``DetectTrajAnomaly``, the four checks fairchem 2.x's AdsorbML recipe
-runs; 1.10 has no recipe).
+"""Screening tools for fairchem-core 1.10: the calculator, with fairchem-data-oc's placements,
+adsorbate set, VASP inputs and anomaly check (``fairchem_categorical.ocdata``; 1.10 has no
+AdsorbML recipe, so the anomaly check is ``DetectTrajAnomaly``'s four checks).
 
 The screening logic is the core's (``fairchem_categorical.screening``); this module only
 hands it what fairchem provides.
@@ -8,57 +8,18 @@ hands it what fairchem provides.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
-import numpy as np
-from ase import Atoms
-from fairchem.data.oc.core.adsorbate import Adsorbate
-from fairchem.data.oc.core.adsorbate_slab_config import AdsorbateSlabConfig
-from fairchem.data.oc.core.slab import Slab
-from fairchem.data.oc.databases.pkls import ADSORBATE_PKL_PATH
-from fairchem.data.oc.utils import DetectTrajAnomaly
-from fairchem.data.oc.utils.vasp import write_vasp_input_files
-
 from fairchem_categorical.fairchem1.calculator import load_calculator
-from fairchem_categorical.screening import AdsorbateSpec, ScreeningTools
+from fairchem_categorical.ocdata import (
+    adsorbate_database,
+    detect_anomaly,
+    place,
+    write_vasp_inputs,
+)
+from fairchem_categorical.screening import ScreeningTools
 
-MODES = ("heuristic", "random", "random_site_heuristic_placement")
-
-
-def adsorbate_database() -> dict[str, tuple[Atoms, list[int]]]:
-    """fairchem-data-oc's adsorbates (shipped in its wheel) by SMILES: (atoms, binding)."""
-    with open(ADSORBATE_PKL_PATH, "rb") as fh:
-        db = pickle.load(fh)
-    return {entry[1]: (entry[0], list(np.atleast_1d(entry[2]))) for entry in db.values()}
-
-
-def place(slab: Atoms, adsorbate: AdsorbateSpec, num: int, mode: str, seed: int
-          ) -> list[Atoms]:
-    """``num`` placements by fairchem-data-oc's ``AdsorbateSlabConfig`` (tag 2 = adsorbate)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown placement mode {mode!r}; choose one of {MODES}")
-    np.random.seed(seed)  # fairchem-data-oc draws sites and rotations from numpy's global RNG
-    config = AdsorbateSlabConfig(
-        Slab(slab_atoms=slab.copy(), min_ab=0.0),
-        Adsorbate(adsorbate_atoms=adsorbate.atoms.copy(),
-                  adsorbate_binding_indices=list(adsorbate.binding_indices)),
-        num_sites=num, mode=mode)
-    placements = config.atoms_list[:num]
-    for atoms in placements:
-        atoms.pbc = True
-    return placements
-
-
-def detect_anomaly(initial: Atoms, final: Atoms, final_slab: Atoms) -> list[str]:
-    """The anomalies fairchem-data-oc finds between a placement and its relaxation."""
-    detector = DetectTrajAnomaly(initial, final, atoms_tag=initial.get_tags(),
-                                 final_slab_atoms=final_slab)
-    checks = (("adsorbate_dissociated", detector.is_adsorbate_dissociated),
-              ("adsorbate_desorbed", detector.is_adsorbate_desorbed),
-              ("surface_changed", detector.has_surface_changed),
-              ("adsorbate_intercalated", detector.is_adsorbate_intercalated))
-    return [name for name, check in checks if check()]
+__all__ = ["adsorbate_database", "detect_anomaly", "place", "tools", "write_vasp_inputs"]
 
 
 def tools(checkpoint: str | Path, device: str = "cpu", task_name: str | None = None,
@@ -67,8 +28,3 @@ def tools(checkpoint: str | Path, device: str = "cpu", task_name: str | None = N
     del task_name  # 1.10 models have one task
     calc = load_calculator(checkpoint, device=device, seed=seed)
     return ScreeningTools(calculator=calc, place=place, anomalies=detect_anomaly)
-
-
-def write_vasp_inputs(atoms: Atoms, folder: Path) -> None:
-    """VASP input files (OC20's settings) by fairchem-data-oc's writer."""
-    write_vasp_input_files(atoms, outdir=str(folder))

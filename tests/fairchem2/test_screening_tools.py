@@ -1,46 +1,16 @@
-"""fairchem-data-oc placements and the AdsorbML recipe's anomaly check, as screen uses them."""
+"""fairchem 2.x's screening adapter: the AdsorbML recipe's anomaly check, and the
+fairchem-data-oc tools it shares with 1.10 (``tests/core/test_ocdata.py``)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-from ase.build import add_adsorbate
-
+from fairchem_categorical import ocdata
 from fairchem_categorical.fairchem2 import screening as tools
-from fairchem_categorical.screening import adsorbate_spec, build_slab
+from fairchem_categorical.screening import build_slab
+from tests.core.test_ocdata import desorbed_case
 
 
-@pytest.fixture(scope="module")
-def slab():
-    return build_slab("Cu/fcc111")
-
-
-def test_adsorbate_database_ships_in_the_wheel():
-    db = tools.adsorbate_database()
-    assert len(db) >= 80 and {"*O", "*OH", "*CO", "*H"} <= set(db)
-    atoms, binding = db["*OH"]
-    assert atoms.get_chemical_formula() == "HO" and atoms[binding[0]].symbol == "O"
-
-
-def test_placements_are_tagged_and_sit_above_the_surface(slab):
-    spec = adsorbate_spec("*CO", tools.adsorbate_database())
-    placed = tools.place(slab, spec, 3, "heuristic", seed=0)
-    assert 1 <= len(placed) <= 3
-    for atoms in placed:
-        tags = atoms.get_tags()
-        assert (tags == 2).sum() == 2 and len(atoms) == len(slab) + 2
-        assert atoms.positions[tags == 2, 2].min() > slab.positions[:, 2].max() + 0.5
-    again = tools.place(slab, spec, 3, "heuristic", seed=0)
-    np.testing.assert_array_equal(placed[0].positions, again[0].positions)  # seeded
-    with pytest.raises(ValueError, match="placement mode"):
-        tools.place(slab, spec, 3, "everywhere", seed=0)
-
-
-def test_desorbed_adsorbate_is_flagged(slab):
-    initial = slab.copy()
-    add_adsorbate(initial, "O", 1.2, "fcc")
-    initial.set_tags([*slab.get_tags(), 2])
-    final = initial.copy()
-    assert tools.detect_anomaly(initial, final, slab) == []
-    final.positions[-1, 2] += 4.0  # the O leaves the surface
+def test_recipe_flags_the_desorbed_adsorbate_as_data_oc_does():
+    initial, final, slab = desorbed_case(build_slab("Cu/fcc111"))
+    assert tools.detect_anomaly(initial, initial.copy(), slab) == []
     assert "adsorbate_desorbed" in tools.detect_anomaly(initial, final, slab)
+    assert tools.place is ocdata.place and tools.adsorbate_database is ocdata.adsorbate_database
