@@ -116,6 +116,13 @@ class EnsembleLearner:
         return out
 
 
+# a scalar member fine-tunes through the same fine-tuning config with fairchem's scalar
+# tasks; the categorical cross-entropy weight it then leaves unused is deleted (fairchem -c
+# refuses unused top-level keys)
+SCALAR_FINETUNE_OVERRIDES = ("tasks=scalar", "dataset_format=ase_db", "energy_coefficient=20",
+                             "~ce_coefficient")
+
+
 def scalar_member(config: str | Path, bins: str | Path, heldout_dir: str | Path,
                   workdir: Path, epochs: int, finetune_epochs: int, seed: int,
                   overrides: Sequence[str] = ()) -> CategoricalLearner:
@@ -123,7 +130,7 @@ def scalar_member(config: str | Path, bins: str | Path, heldout_dir: str | Path,
     return CategoricalLearner(
         config, bins, heldout_dir, workdir / f"member{seed}", epochs, finetune_epochs,
         overrides=overrides, seed=seed,
-        finetune_overrides=["tasks=scalar", "dataset_format=ase_db", "energy_coefficient=20"])
+        finetune_overrides=list(SCALAR_FINETUNE_OVERRIDES))
 
 
 def write_log(log: Sequence[RoundLog], path: Path) -> Path:

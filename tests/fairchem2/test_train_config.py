@@ -59,3 +59,22 @@ def test_train_on_slurm_returns_the_future_checkpoint(tmp_path, monkeypatch) -> 
     assert "job.scheduler.mode=SLURM" in calls[0] and not ckpt.exists()
     with pytest.raises(RuntimeError, match="fairchem training failed"):
         train2.run(config, tmp_path, "t2", "tr", "va", None, 1, None, [], None)
+
+
+@pytest.mark.parametrize("member", ["categorical", "scalar"])
+def test_active_learning_finetune_configs_pass_fairchems_unused_key_check(member, tmp_path):
+    """Every later active-learning round fine-tunes through esen_categorical_finetune.yaml;
+    ``fairchem -c`` refuses a config with unused top-level keys, which the scalar ensemble
+    members' overrides once left (ce_coefficient), so their round 1 never started."""
+    from fairchem.core._cli import get_canonical_config, get_hydra_config_from_yaml
+
+    from fairchem_categorical.app.active import FINETUNE_CONFIG, SCALAR_FINETUNE_OVERRIDES
+
+    extra = list(SCALAR_FINETUNE_OVERRIDES) if member == "scalar" else []
+    cfg = get_hydra_config_from_yaml(str(CONFIGS / FINETUNE_CONFIG), [
+        f"job.run_dir={tmp_path}", "+job.timestamp_id=t", "train_data=unused",
+        "val_data=unused", "starting_checkpoint=unused.pt", "model.heads=null", *extra])
+    tasks = get_canonical_config(cfg).runner.train_eval_unit.tasks
+    names = [t.name for t in tasks]
+    assert names == (["energy", "forces"] if member == "scalar" else
+                     ["energy_categorical", "energy", "forces"])
