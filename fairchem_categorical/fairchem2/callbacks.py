@@ -1,4 +1,5 @@
-"""A fairchem-core 2.x runner callback: targets clamped to the support, per epoch and run.
+"""fairchem-core 2.x runner callbacks: targets clamped to the support, per epoch and run;
+and training that starts without a (stale) fitted epistemic state.
 
 ``CategoricalLoss`` counts the scalar targets it clamps (and those it sees) on each rank,
 in training and in validation alike (fairchem's eval unit shares the tasks). This
@@ -19,6 +20,7 @@ from fairchem.core.common import distutils
 from torchtnt.framework.callback import Callback
 
 from fairchem_categorical.clipping import ENERGY, FORCE, Counts, SupportTally
+from fairchem_categorical.epistemic import EpistemicState
 from fairchem_categorical.fairchem2.tasks import CategoricalLoss
 
 
@@ -97,3 +99,20 @@ class OutOfSupportCallback(Callback):
         job = unit.job_config
         folder = Path(job.run_dir) / str(job.timestamp_id)
         self.tally.finish(folder, write=distutils.is_master())
+
+
+class FittedUncertaintyCallback(Callback):
+    """Training starts from no fitted epistemic state, in the model and in its EMA copy.
+
+    A fine-tune that starts from a fitted checkpoint would otherwise keep the statistics of
+    the old features: the raw model drops them at its first training step (the readout
+    does), but fairchem's EMA model, copied before that step and only ever evaluated, would
+    carry them into the new checkpoint, which predict loads. Refit with fit-uncertainty (or
+    ``train --fit-uncertainty``).
+    """
+
+    def on_train_start(self, state: Any, unit: Any) -> None:
+        for model in (getattr(unit, "model", None), getattr(unit, "ema_model", None)):
+            for module in model.modules() if model is not None else ():
+                if isinstance(module, EpistemicState):
+                    module.forget("training changes the features it was fitted on")
