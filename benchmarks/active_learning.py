@@ -60,14 +60,18 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--per-round", type=int, default=8)
-    p.add_argument("--members", type=int, default=5)
+    p.add_argument("--members", type=int, default=5,
+                   help="ensemble size for the baseline; 0 skips it (categorical vs random)")
+    p.add_argument("--work", type=Path,
+                   default=REPO / "benchmarks" / "out" / "active_learning_work",
+                   help="scratch folder (runs, datasets); one per concurrent run")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--finetune-epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--margin", type=float, default=1.0,
                    help="fit-bins margin (fraction of the start set's range on each side)")
     args = p.parse_args()
-    work = REPO / "benchmarks" / "out" / "active_learning_work"  # git-ignored
+    work = args.work
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     # the start set covers the pool's elements (16 systems x 2 frames): bins fitted on a set
@@ -106,16 +110,17 @@ def main() -> None:
             learner, train, pool, heldout, EMT(), args.rounds, args.per_round, name,
             seed=args.seed, say=say, fitted=True)
         seconds[name] = round0_seconds + learner.train_seconds
-    say(f"== ensemble of {args.members}")
-    ens = EnsembleLearner([scalar_member(CONFIGS / "esen_scalar_conserving.yaml", bins_path,
-                                         heldout_dir, work / "ensemble", args.epochs,
-                                         args.finetune_epochs, s, TINY)
-                           for s in range(args.members)])
-    ens_name = f"ensemble of {args.members} (disagreement)"
-    runs[ens_name], _ = run_active_learning(ens, train, pool, heldout, EMT(), args.rounds,
-                                            args.per_round, "uncertainty", seed=args.seed,
-                                            say=say)
-    seconds[ens_name] = ens.train_seconds
+    if args.members:
+        say(f"== ensemble of {args.members}")
+        ens = EnsembleLearner([scalar_member(CONFIGS / "esen_scalar_conserving.yaml",
+                                             bins_path, heldout_dir, work / "ensemble",
+                                             args.epochs, args.finetune_epochs, s, TINY)
+                               for s in range(args.members)])
+        ens_name = f"ensemble of {args.members} (disagreement)"
+        runs[ens_name], _ = run_active_learning(ens, train, pool, heldout, EMT(), args.rounds,
+                                                args.per_round, "uncertainty",
+                                                seed=args.seed, say=say)
+        seconds[ens_name] = ens.train_seconds
     report(runs, seconds, args, time.time() - start)
 
 
