@@ -383,3 +383,11 @@ def test_train_with_fit_uncertainty_ends_on_a_fitted_checkpoint(small_dataset, s
     assert fitted.name == "inference_ckpt_fitted.pt" and fitted.is_file()
     assert read_state(fitted)["alpha"]["mahalanobis_tied"] != 1.0  # calibrated on val
     assert read_state(fitted.with_name("inference_ckpt.pt")) is None  # the original untouched
+    # fine-tuning the fitted checkpoint: its statistics describe the old features, so the
+    # new checkpoint (raw and EMA weights, which predict loads) comes out unfitted
+    tuned = Path(_cli("train", str(CONFIGS / "esen_categorical_finetune.yaml"), "--train-data",
+                      str(small_dataset["train"]), "--val-data", str(small_dataset["val"]),
+                      "--bins", str(small_bins), "--max-epochs", "1", "--run-dir",
+                      str(tmp_path / "ft"), f"starting_checkpoint={fitted}",
+                      "model.heads=null")[-1])
+    assert read_state(tuned) is None
