@@ -26,7 +26,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fairchem_categorical.active import calls_to_reach, run_active_learning  # noqa: E402
+from fairchem_categorical.active import (  # noqa: E402
+    calls_saved,
+    calls_to_reach,
+    run_active_learning,
+)
 from fairchem_categorical.app import jobs  # noqa: E402
 from fairchem_categorical.app.active import (  # noqa: E402
     CategoricalLearner,
@@ -70,7 +74,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--margin", type=float, default=1.0,
                    help="fit-bins margin (fraction of the start set's range on each side)")
+    p.add_argument("--summarize", type=Path, nargs="+", metavar="DIR",
+                   help="no training: combine the active_learning.json of earlier runs (one "
+                        "per seed) into --out/active_learning_seeds.{md,png}")
     args = p.parse_args()
+    if args.summarize:
+        summarize(args.summarize, args.out)
+        return
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -114,7 +124,8 @@ def main() -> None:
         say(f"== ensemble of {args.members}")
         ens = EnsembleLearner([scalar_member(CONFIGS / "esen_scalar_conserving.yaml",
                                              bins_path, heldout_dir, work / "ensemble",
-                                             args.epochs, args.finetune_epochs, s, TINY)
+                                             args.epochs, args.finetune_epochs,
+                                             args.seed * args.members + s, TINY)
                                for s in range(args.members)])
         ens_name = f"ensemble of {args.members} (disagreement)"
         runs[ens_name], _ = run_active_learning(ens, train, pool, heldout, EMT(), args.rounds,
@@ -136,7 +147,7 @@ def _dataset(frames_, folder: Path) -> Path:
 
 
 def report(runs: dict, seconds: dict, args: argparse.Namespace, total: float) -> None:
-    names = {"uncertainty": "categorical energy_uncertainty (fitted)", "random": "random"}
+    names = NAMES
     rows = []
     for key, log in runs.items():
         for e in log:
@@ -154,13 +165,15 @@ def report(runs: dict, seconds: dict, args: argparse.Namespace, total: float) ->
             continue
         need = calls_to_reach(runs["uncertainty"], final[other])
         saved.append([names.get(other, other), f"{final[other] * 1000:.2f}", budget,
-                      "n/a" if np.isnan(need) else f"{need:.1f}",
-                      "n/a" if np.isnan(need) else f"{budget - need:.1f}"])
+                      "not within the budget" if np.isnan(need) else f"{need:.1f}",
+                      f"{calls_saved(runs['uncertainty'], runs[other]):+.1f}"])
     saved_table = rows_table(
         ["compared with", "its held-out MAE at the budget (meV/atom)", "its reference calls",
          "categorical uncertainty needs", "reference calls saved"], saved)
     text = (f"{table}\n\nReference calls saved at equal held-out error (linear interpolation "
-            f"between rounds):\n\n{saved_table}\n\nTraining time (s, 2 busy CPU cores): "
+            f"between rounds; negative: the other strategy reached the categorical selection's "
+            f"final error that many calls early, `active.calls_saved`):\n\n{saved_table}\n\n"
+            "Training time (s, 2 busy CPU cores): "
             + ", ".join(f"{names.get(k, k)} {v:.0f}" for k, v in seconds.items())
             + f"; whole benchmark {total:.0f} s. One seed ({args.seed}).\n")
     print(text)
@@ -172,6 +185,52 @@ def report(runs: dict, seconds: dict, args: argparse.Namespace, total: float) ->
                                             np.array([e.heldout_energy_mae_per_atom * 1000
                                                       for e in log]))
                           for k, log in runs.items()}, args.out / "active_learning.png")
+
+
+NAMES = {"uncertainty": "categorical energy_uncertainty (fitted)", "random": "random"}
+
+
+def summarize(folders: list[Path], out: Path) -> None:
+    """Mean ± std over seeds of the held-out MAE per round, and of the reference calls the
+    categorical selection saved against each other strategy at its final error."""
+    from fairchem_categorical.active import RoundLog
+
+    seeds = []
+    for folder in folders:
+        data = json.loads((folder / "active_learning.json").read_text())
+        seeds.append({k: [RoundLog(**{**r, "selected": []}) for r in rows]
+                      for k, rows in data.items()})
+    rows, curves, spreads = [], {}, {}
+    for key in seeds[0]:
+        runs = [s[key] for s in seeds if key in s]
+        mae = np.array([[e.heldout_energy_mae_per_atom * 1000 for e in log] for log in runs])
+        calls = np.array([e.reference_calls for e in runs[0]])
+        curves[NAMES.get(key, key)] = (calls, mae.mean(0))
+        spreads[NAMES.get(key, key)] = mae.std(0)
+        rows.append([NAMES.get(key, key), len(runs),
+                     *[f"{m:.1f} ± {sd:.1f}" for m, sd in zip(mae.mean(0), mae.std(0),
+                                                              strict=True)]])
+    header = ["strategy", "seeds", *[f"MAE at {c} calls" for c in
+                                     [e.reference_calls for e in seeds[0]["uncertainty"]]]]
+    saved_rows = []
+    for other in seeds[0]:
+        if other == "uncertainty":
+            continue
+        per_seed = np.array([calls_saved(s["uncertainty"], s[other]) for s in seeds
+                             if other in s])
+        saved_rows.append([NAMES.get(other, other), len(per_seed),
+                           " ".join(f"{v:+.1f}" for v in per_seed),
+                           f"{np.nanmean(per_seed):+.1f} ± {np.nanstd(per_seed):.1f}"])
+    text = (rows_table(header, rows) + "\n\nReference calls saved by the categorical selection"
+            " at equal held-out error (`active.calls_saved`: positive, it reached the other"
+            " strategy's final error that many calls early; negative, the other strategy"
+            " reached the categorical selection's final error that many calls early):\n\n"
+            + rows_table(["compared with", "seeds", "per seed", "mean ± std"], saved_rows)
+            + "\n")
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "active_learning_seeds.md").write_text(text)
+    plot_active_learning(curves, out / "active_learning_seeds.png", spreads=spreads)
 
 
 if __name__ == "__main__":

@@ -152,3 +152,19 @@ def calls_to_reach(log: Sequence[RoundLog], target: float) -> float:
             f = (mae[i - 1] - target) / (mae[i - 1] - mae[i])
             return float(calls[i - 1] + f * (calls[i] - calls[i - 1]))
     return math.nan
+
+
+def calls_saved(ours: Sequence[RoundLog], theirs: Sequence[RoundLog]) -> float:
+    """Reference calls ``ours`` saved against ``theirs`` at equal held-out error, signed.
+
+    Where ours reached their final error: their calls minus the calls ours needed (>= 0).
+    Where it did not: minus what theirs saved against ours the same way (<= 0). Either way
+    a number per run, so runs (seeds) average; NaN only if neither reached the other's.
+    """
+    theirs_final = theirs[-1]
+    need = calls_to_reach(ours, theirs_final.heldout_energy_mae_per_atom)
+    if not math.isnan(need):
+        return float(theirs_final.reference_calls - need)
+    back = calls_to_reach(theirs, ours[-1].heldout_energy_mae_per_atom)
+    return -float(ours[-1].reference_calls - back)
+

@@ -252,13 +252,15 @@ def plot_screening(rows: list[Mapping[str, object]], out_png: str | Path) -> Pat
 
 
 def plot_active_learning(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                         out_png: str | Path, ylabel: str = "held-out energy MAE (meV/atom)"
-                         ) -> Path:
-    """Held-out error against reference calls, one line per selection strategy."""
+                         out_png: str | Path, ylabel: str = "held-out energy MAE (meV/atom)",
+                         spreads: Mapping[str, np.ndarray] | None = None) -> Path:
+    """Held-out error against reference calls, one line per selection strategy
+    (``spreads``: error bars, e.g. the std over seeds)."""
     fig, axes = _figure(5.0, 3.6)
     ax = axes[0][0]
     for i, (name, (calls, err)) in enumerate(curves.items()):
-        ax.plot(calls, err, "o-", color=f"C{i}", label=name)
+        spread = None if spreads is None else spreads.get(name)
+        ax.errorbar(calls, err, yerr=spread, fmt="o-", color=f"C{i}", label=name, capsize=3)
     ax.set_xlabel("reference (EMT) calls beyond the starting set")
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

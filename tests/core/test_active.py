@@ -8,6 +8,7 @@ from ase.calculators.emt import EMT
 
 from fairchem_categorical.active import (
     RoundLog,
+    calls_saved,
     calls_to_reach,
     heldout_scores,
     run_active_learning,
@@ -87,3 +88,14 @@ def test_calls_to_reach_interpolates():
     assert calls_to_reach(log, 0.005) == pytest.approx(12.0)
     assert calls_to_reach(log, 0.02) == 0.0
     assert np.isnan(calls_to_reach(log, 0.001))
+
+
+def test_calls_saved_is_signed_and_symmetric():
+    def log(*maes):
+        return [RoundLog(i, 8 * i, 10 + 8 * i, m, 0, 0) for i, m in enumerate(maes)]
+
+    fast, slow = log(0.010, 0.006, 0.004), log(0.010, 0.008, 0.006)
+    assert calls_saved(fast, slow) == pytest.approx(8.0)  # reached 0.006 after 8 of 16
+    assert calls_saved(slow, fast) == pytest.approx(-8.0)  # never reached 0.004
+    assert calls_saved(fast, fast) == pytest.approx(0.0)
+

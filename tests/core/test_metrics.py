@@ -38,6 +38,7 @@ from fairchem_categorical.report.metrics import (
     spearman,
 )
 from fairchem_categorical.report.plots import (
+    plot_active_learning,
     plot_calibration_curve,
     plot_error_vs_uncertainty,
     plot_extreme_histograms,
@@ -462,6 +463,10 @@ def test_plots_write_images(tmp_path: Path, calibrated: dict) -> None:
                                      tmp_path / "rej.png"))
     _check_png(plot_score_distributions({"test": rng.lognormal(0, 0.3, 100),
                                          "OOD": rng.lognormal(3, 1, 40)}, tmp_path / "ood.png"))
+    calls = np.array([0, 8, 16])
+    _check_png(plot_active_learning({"a": (calls, np.array([40.0, 35, 30])),
+                                     "b": (calls, np.array([40.0, 36, 33]))},
+                                    tmp_path / "al.png", spreads={"a": np.array([0, 1.0, 2])}))
 
 
 def test_evaluate_report_plots_the_designated_columns(tmp_path: Path) -> None:
