@@ -244,3 +244,24 @@ def assert_epistemic_outputs(preds: list, alpha: float, method: str = "mahalanob
         assert p.ood_score == pytest.approx(p.extra[f"ood_{method}"])
         assert p.atom_ood_score.shape == (p.natoms,)
         assert p.ood_score == pytest.approx(float(np.mean(p.atom_ood_score)), rel=1e-6)
+
+
+def fitted_energy_readout(support: dict, num_structures: int = 5, atoms_per: int = 6):
+    """A small CategoricalEnergyReadout (4 features, Cu atoms) with a fitted epistemic state,
+    and the (features, batch, natoms, atomic numbers) it was fitted on."""
+    import torch
+
+    from fairchem_categorical.epistemic import FeatureStatistics, fit_state
+    from fairchem_categorical.readout import CategoricalEnergyReadout
+
+    energy = {"element_references": [0.0] * 100, "mean": 0.0, "std": 1.0, "level": "per_atom"}
+    readout = CategoricalEnergyReadout(4, 8, support, energy).eval()
+    n = num_structures * atoms_per
+    x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+    inputs = (x, torch.arange(n) // atoms_per, torch.full((num_structures,), atoms_per),
+              torch.full((n,), 29))
+    with readout.epistemic.collecting(FeatureStatistics()) as stats:
+        readout.energy_outputs(*inputs)
+    readout.epistemic.load(fit_state(stats))
+    return readout, inputs
+

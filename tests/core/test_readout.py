@@ -219,19 +219,14 @@ def test_energy_outputs_add_the_epistemic_terms_once_fitted() -> None:
 def test_a_training_step_drops_the_fitted_state(caplog) -> None:
     """Fine-tuning a fitted checkpoint moves the features: its statistics must not survive
     into the new checkpoint (a stale state would score against the old features)."""
-    from fairchem_categorical.epistemic import FeatureStatistics, fit_state
+    from tests.reference import fitted_energy_readout
 
-    readout = CategoricalEnergyReadout(4, 8, SUPPORT, ENERGY).eval()
-    x, z = torch.randn(30, 4, generator=torch.Generator().manual_seed(0)), torch.full((30,), 29)
-    batch, natoms = torch.arange(30) // 6, torch.full((5,), 6)
-    with readout.epistemic.collecting(FeatureStatistics()) as stats:
-        readout.energy_outputs(x, batch, natoms, z)
-    readout.epistemic.load(fit_state(stats))
-    readout.energy_outputs(x, batch, natoms, z)  # eval: kept
+    readout, inputs = fitted_energy_readout(SUPPORT)
+    readout.energy_outputs(*inputs)  # eval: kept
     assert readout.epistemic.fitted
     readout.train()
     with caplog.at_level("WARNING"):
-        readout.energy_outputs(x, batch, natoms, z)
+        readout.energy_outputs(*inputs)
     assert not readout.epistemic.fitted
     assert readout.state_dict()["epistemic._extra_state"] is None
     assert "fitted epistemic state is dropped" in caplog.text

@@ -85,17 +85,10 @@ def test_training_starts_without_a_fitted_state_in_the_model_and_its_ema_copy():
     """A fine-tune from a fitted checkpoint: fairchem copies the model into its EMA model
     before the first step, and only evaluates that copy, so the callback must drop the
     stale statistics in both (the saved EMA weights are what predict loads)."""
-    from fairchem_categorical.epistemic import FeatureStatistics, fit_state
     from fairchem_categorical.fairchem2.callbacks import FittedUncertaintyCallback
-    from fairchem_categorical.readout import CategoricalEnergyReadout
+    from tests.reference import fitted_energy_readout
 
-    energy = {"element_references": [0.0] * 100, "mean": 0.0, "std": 1.0, "level": "per_atom"}
-    model = CategoricalEnergyReadout(4, 8, SUPPORT, energy).eval()
-    x, z = torch.randn(24, 4, generator=torch.Generator().manual_seed(0)), torch.full((24,), 29)
-    batch, natoms = torch.arange(24) // 6, torch.full((4,), 6)
-    with model.epistemic.collecting(FeatureStatistics()) as stats:
-        model.energy_outputs(x, batch, natoms, z)
-    model.epistemic.load(fit_state(stats))
+    model, _ = fitted_energy_readout(SUPPORT)
     ema = torch.optim.swa_utils.AveragedModel(model)  # as fairchem's train unit builds it
     assert ema.module.epistemic.fitted and model.epistemic.fitted
     FittedUncertaintyCallback().on_train_start(None, SimpleNamespace(model=model,
