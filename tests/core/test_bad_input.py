@@ -139,10 +139,8 @@ def test_cuda_device_without_cuda(capsys, tmp_path) -> None:
 
 
 def test_calibrate_out_equal_to_the_checkpoint(capsys, tmp_path) -> None:
-    if LINE != 2:
-        pytest.skip("calibrate runs on fairchem-core 2.x")
     ckpt = tmp_path / "model.pt"
-    ckpt.write_bytes(LEGACY_CKPT[2].read_bytes())
+    ckpt.write_bytes(LEGACY_CKPT[LINE].read_bytes())
     before = ckpt.read_bytes()
     msg = refused(capsys, "calibrate", "--checkpoint", ckpt, "--val", tmp_path, "--out",
                   tmp_path / "." / "model.pt")
