@@ -45,7 +45,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Container, Iterator, Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -331,6 +332,21 @@ def head_prefixes(state_dict: MutableMapping[str, Any], head: str) -> list[str]:
     """Key prefixes of output head ``head`` in a model state dict (plain, DDP or EMA keys)."""
     key = f"output_heads.{head}.{_TEMPERATURE}"
     return [k[: -len(_TEMPERATURE)] for k in state_dict if k == key or k.endswith("." + key)]
+
+
+def categorical_energy_heads(modules: Mapping[str, str], accepted: Container[str],
+                             path: str | Path = "the checkpoint", what: str = "this"
+                             ) -> list[str]:
+    """The names of a checkpoint's categorical energy heads (``modules``: head name -> its
+    class or registry name, as the line's config names it); a clear error if none."""
+    heads = [name for name, module in modules.items() if module in accepted]
+    if not heads:
+        found = ", ".join(modules.values()) or "none"
+        raise ValueError(
+            f"{what} needs a categorical checkpoint (one with a CategoricalEnergyHead); "
+            f"{path} has no categorical energy head (its heads: {found}), so there is no "
+            "histogram to calibrate or fit an uncertainty to")
+    return heads
 
 
 def read_head_state(state_dict: MutableMapping[str, Any], head: str) -> dict[str, Any] | None:

@@ -35,7 +35,9 @@ from fairchem_categorical.readout import epistemic_items
 _OLD_KEYS = {"target": "energy", "grad_target": "forces"}
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A fairchem 1.x trainer checkpoint, on the CPU; a clear error for a missing or foreign
+    file."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -66,7 +68,7 @@ def model_config(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
         if start.resolve() in seen:
             raise ValueError(f"fine-tuning checkpoints refer to each other in a loop: {start}")
         seen.add(start.resolve())
-        parent = _load(start)["config"]["model"]
+        parent = load_checkpoint(start)["config"]["model"]
         cfg["backbone"] = copy.deepcopy(parent.get("backbone"))
         if cfg["backbone"] is None and "finetune_config" in parent:
             cfg["finetune_config"] = parent["finetune_config"]
@@ -87,7 +89,7 @@ class LoadedModel:
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
         path = Path(checkpoint)
-        ckpt = _load(path)
+        ckpt = load_checkpoint(path)
         setup_imports()
         cfg = model_config(ckpt, path)
         name = cfg.pop("name")
@@ -108,7 +110,7 @@ class LoadedModel:
         """The model of an OCP trainer that loaded ``checkpoint`` (``OCPCalculator``'s) and
         its normalizers, with the checkpoint's EMA weights copied in: an inference-only
         trainer drops them, ``predict`` (like the training trainer's own) uses them."""
-        apply_ema(trainer._unwrapped_model, _load(Path(checkpoint)))
+        apply_ema(trainer._unwrapped_model, load_checkpoint(Path(checkpoint)))
         loaded = cls.__new__(cls)
         loaded._attach(trainer._unwrapped_model, dict(trainer.normalizers),
                        dict(trainer.elementrefs), str(trainer.device))

@@ -18,42 +18,26 @@ import torch
 from fairchem_categorical.epistemic import (
     DEFAULT_METHOD,
     FeatureStatistics,
+    categorical_energy_heads,
     fit_state,
     read_head_state,
     write_head_state,
 )
 from fairchem_categorical.fairchem1.predict import LoadedModel, predict_loaded
+from fairchem_categorical.fairchem1.predict import load_checkpoint as _load
 from fairchem_categorical.fairchem1.train import ENERGY_HEADS
-
-
-def _load(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a fairchem 1.x trainer checkpoint (no config/state_dict)")
-    return ckpt
 
 
 def _energy_heads(ckpt: Any, path: str | Path = "the checkpoint",
                   what: str = "this") -> list[str]:
-    """The names of the checkpoint's categorical energy heads; a clear error if none."""
     modules = {name: str(cfg.get("module", "")).rsplit(".", 1)[-1]
                for name, cfg in (ckpt["config"]["model"].get("heads") or {}).items()}
-    heads = [name for name, module in modules.items() if module in ENERGY_HEADS]
-    if not heads:
-        found = ", ".join(modules.values()) or "none"
-        raise ValueError(
-            f"{what} needs a categorical checkpoint (one with a CategoricalEnergyHead); "
-            f"{path} has no categorical energy head (its heads: {found}), so there is no "
-            "histogram to calibrate or fit an uncertainty to")
-    return heads
+    return categorical_energy_heads(modules, ENERGY_HEADS, path, what)
+
 
 def require_categorical(checkpoint: str | Path, what: str) -> None:
     """A clear error, before any prediction, if ``checkpoint`` has no categorical energy head."""
-    _energy_heads(_load(checkpoint), checkpoint, what)
-
+    _energy_heads(_load(Path(checkpoint)), checkpoint, what)
 
 
 def read_state(checkpoint: str | Path) -> dict[str, Any] | None:

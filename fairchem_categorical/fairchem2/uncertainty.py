@@ -18,6 +18,7 @@ import torch
 from fairchem_categorical.epistemic import (
     DEFAULT_METHOD,
     FeatureStatistics,
+    categorical_energy_heads,
     fit_state,
     read_head_state,
     write_head_state,
@@ -30,24 +31,16 @@ HEAD_CLASS = CategoricalEnergyHead.__name__
 
 def _energy_heads(ckpt: Any, path: str | Path = "the checkpoint",
                   what: str = "this") -> list[str]:
-    """The names of the checkpoint's categorical energy heads; a clear error if none."""
     configured = (getattr(ckpt, "model_config", None) or {}).get("heads", {})
     modules = {name: str(cfg.get("module", "")).rsplit(".", 1)[-1]
                for name, cfg in configured.items()}
-    heads = [name for name, module in modules.items()
-             if module in (HEAD_CLASS, "categorical_energy_head")]
-    if not heads:
-        found = ", ".join(modules.values()) or "none"
-        raise ValueError(
-            f"{what} needs a categorical checkpoint (one with a CategoricalEnergyHead); "
-            f"{path} has no categorical energy head (its heads: {found}), so there is no "
-            "histogram to calibrate or fit an uncertainty to")
-    return heads
+    return categorical_energy_heads(modules, (HEAD_CLASS, "categorical_energy_head"), path,
+                                    what)
+
 
 def require_categorical(checkpoint: str | Path, what: str) -> None:
     """A clear error, before any prediction, if ``checkpoint`` has no categorical energy head."""
     _energy_heads(_load(checkpoint), checkpoint, what)
-
 
 
 def _load(checkpoint: str | Path) -> Any:

@@ -231,3 +231,15 @@ def test_write_and_read_head_state_in_raw_and_ema_dicts(features: dict) -> None:
         write_head_state(sd, "stress")
     with pytest.raises(ValueError, match="no fitted epistemic state"):
         write_head_state({"output_heads.e.support.temperature": t}, "e", alpha={"llpr": 1.0})
+
+
+def test_categorical_energy_heads_picks_them_or_says_what_is_there() -> None:
+    from fairchem_categorical.epistemic import categorical_energy_heads
+
+    modules = {"energy": "CategoricalEnergyHead", "forces": "ForceMagnitudeHead"}
+    assert categorical_energy_heads(modules, {"CategoricalEnergyHead"}) == ["energy"]
+    with pytest.raises(ValueError) as err:
+        categorical_energy_heads({"efs": "MLP_EFS_Head"}, {"CategoricalEnergyHead"},
+                                 "m.pt", "calibrate")
+    assert str(err.value).startswith("calibrate needs a categorical checkpoint")
+    assert "m.pt has no categorical energy head (its heads: MLP_EFS_Head)" in str(err.value)
