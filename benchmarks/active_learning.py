@@ -36,6 +36,7 @@ from fairchem_categorical.app.active import (  # noqa: E402
     CategoricalLearner,
     EnsembleLearner,
     scalar_member,
+    write_dataset,
 )
 from fairchem_categorical.bins import fit_bins_files, write_bins  # noqa: E402
 from fairchem_categorical.data import generate_frames  # noqa: E402
@@ -109,7 +110,7 @@ def main() -> None:
 
     t0 = time.time()
     round0 = jobs.train(CONFIGS / "esen_categorical_conserving.yaml",
-                        str(_dataset(train, work / "round0")), heldout_dir, bins_path,
+                        str(write_dataset(train, work / "round0")), heldout_dir, bins_path,
                         args.epochs, args.seed, work / "round0_runs", TINY, fit=True)
     round0_seconds = time.time() - t0
     runs, seconds = {}, {}
@@ -133,17 +134,6 @@ def main() -> None:
                                                 seed=args.seed, say=say)
         seconds[ens_name] = ens.train_seconds
     report(runs, seconds, args, time.time() - start)
-
-
-def _dataset(frames_, folder: Path) -> Path:
-    from ase.io import write
-
-    from fairchem_categorical.data import convert
-
-    folder.mkdir(parents=True, exist_ok=True)
-    write(folder / "frames.extxyz", frames_)
-    convert([folder / "frames.extxyz"], folder / "data", overwrite=True)
-    return folder / "data"
 
 
 def report(runs: dict, seconds: dict, args: argparse.Namespace, total: float) -> None:

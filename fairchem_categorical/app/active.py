@@ -29,7 +29,8 @@ Say = Callable[[str], None]
 FINETUNE_CONFIG = "esen_categorical_finetune.yaml"
 
 
-def _write_dataset(frames: Sequence[Atoms], folder: Path) -> Path:
+def write_dataset(frames: Sequence[Atoms], folder: Path) -> Path:
+    """``folder/frames.extxyz`` and its converted dataset ``folder/data`` (returned)."""
     from ase.io import write
 
     from fairchem_categorical.data import convert
@@ -70,7 +71,7 @@ class CategoricalLearner:
             self.checkpoint)
 
     def fit(self, frames: Sequence[Atoms], round_index: int) -> None:
-        data = _write_dataset(frames, self.workdir / f"round{round_index}")
+        data = write_dataset(frames, self.workdir / f"round{round_index}")
         start = time.time()
         if self.checkpoint is None:
             ckpt = jobs.train(self.config, str(data), self.heldout_dir, self.bins, self.epochs,
