@@ -26,7 +26,7 @@ def test_adsorbate_database_ships_in_the_wheel():
 def test_placements_are_tagged_and_sit_above_the_surface(slab):
     spec = adsorbate_spec("*CO", ocdata.adsorbate_database())
     placed = ocdata.place(slab, spec, 3, "heuristic", seed=0)
-    assert 1 <= len(placed) <= 3
+    assert len(placed) == 3  # the 3 asked for: this slab has more heuristic sites
     for atoms in placed:
         tags = atoms.get_tags()
         assert (tags == 2).sum() == 2 and len(atoms) == len(slab) + 2
