@@ -35,9 +35,10 @@ from fairchem_categorical.readout import epistemic_items
 _OLD_KEYS = {"target": "energy", "grad_target": "forces"}
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A fairchem 1.x trainer checkpoint, on the CPU; a clear error for a missing or foreign
     file."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)

@@ -37,7 +37,7 @@ def _energy_heads(ckpt: Any, path: str | Path = "the checkpoint",
 
 def require_categorical(checkpoint: str | Path, what: str) -> None:
     """A clear error, before any prediction, if ``checkpoint`` has no categorical energy head."""
-    _energy_heads(_load(Path(checkpoint)), checkpoint, what)
+    _energy_heads(_load(checkpoint), checkpoint, what)
 
 
 def read_state(checkpoint: str | Path) -> dict[str, Any] | None:

@@ -44,6 +44,8 @@ def test_fitted_state_round_trips_and_leaves_energies_alone(name, fitted, frames
     state, path = fitted[name]
     original = FOLDER / f"{name}.pt"
     assert uncertainty.read_state(original) is None
+    assert uncertainty.read_state(str(original)) is None  # the CLI passes strings
+    uncertainty.require_categorical(str(original), "calibrate")
     assert torch.equal(uncertainty.read_state(path)["precisions"], state["precisions"])
     test = frames["held_out"]
     from_file = predict_atoms(path, test)
