@@ -13,6 +13,7 @@ call those functions, so the metrics, calibration and the heads decode alike.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,12 +37,25 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+def has_values(x: torch.Tensor) -> bool:
+    """False for tensors without data (the ``meta`` device: shapes and devices only), whose
+    value checks (clamp counts, NaN checks) cannot run and are skipped."""
+    return x.device.type != "meta"
+
+
+def without_autocast(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off for ``x``'s device (a no-op where the device has no autocast: meta)."""
+    if not torch.amp.is_autocast_available(x.device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def bin_geometry(centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Left edge and width (...,) of equal-width bins from their centers (..., K), K >= 2."""
     if centers.shape[-1] < 2:
         raise ValueError("a histogram needs at least 2 bins to define its width")
     width = centers[..., 1] - centers[..., 0]
-    if not bool((width > 0).all()):
+    if has_values(width) and not bool((width > 0).all()):
         raise ValueError("histogram bin centers must increase (width > 0) in every row")
     return centers[..., 0] - width / 2, width
 
@@ -262,6 +276,18 @@ class HistogramSupport(nn.Module):
     def sigma(self) -> float:
         return self.spec.sigma_abs
 
+    # -- the buffers on an input's device -------------------------------------------
+    # fairchem moves a model to the GPU but not a task's loss or normalizer, so a support
+    # may sit on the CPU while its inputs are on CUDA: every use moves the (tiny) buffers
+    # to the input, never the input to the buffers.
+    def centers_like(self, x: torch.Tensor) -> torch.Tensor:
+        """Bin centers on ``x``'s device, in ``x``'s dtype (float32 or better)."""
+        return self.centers.to(device=x.device, dtype=at_least_float32(x).dtype)
+
+    def edges_like(self, x: torch.Tensor) -> torch.Tensor:
+        """Bin edges on ``x``'s device, in ``x``'s dtype (float32 or better)."""
+        return self.edges.to(device=x.device, dtype=at_least_float32(x).dtype)
+
     def extra_repr(self) -> str:
         s = self.spec
         return (f"low={s.low:.4g}, high={s.high:.4g}, num_bins={s.num_bins}, "
@@ -273,8 +299,8 @@ class HistogramSupport(nn.Module):
         return (y < self.low) | (y > self.high)
 
     def count_outside(self, y: torch.Tensor) -> int:
-        """Number of finite targets that fall outside [low, high]."""
-        return int(self.outside(y).sum())
+        """Number of finite targets that fall outside [low, high] (0 for meta tensors)."""
+        return int(self.outside(y).sum()) if has_values(y) else 0
 
     def encode(self, y: torch.Tensor, encoding: str | None = None) -> torch.Tensor:
         """Scalars of any shape (...) -> probabilities (..., K) in float32.
@@ -296,8 +322,8 @@ class HistogramSupport(nn.Module):
         y = torch.as_tensor(y)
         if not torch.is_floating_point(y):
             y = y.float()
-        outside, clamp = 0, False
-        if y.numel():
+        outside, clamp = 0, not has_values(y)
+        if y.numel() and has_values(y):
             lo, hi = (float(v) for v in torch.aminmax(y.detach()))
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 bad = int((~torch.isfinite(y)).sum())
@@ -310,7 +336,7 @@ class HistogramSupport(nn.Module):
             f32 = np.float32
             clamp = f32(lo) < f32(self.low) or f32(hi) > f32(self.high)
         encoding = encoding or self.spec.encoding
-        y = y.detach().to(self.edges.device, torch.float32)
+        y = y.detach().to(torch.float32)
         if clamp:
             y = y.clamp(self.low, self.high)
         if encoding == "hl_gauss":
@@ -326,16 +352,16 @@ class HistogramSupport(nn.Module):
         return bin_index(y, self.low, self.width, self.num_bins)
 
     def _hl_gauss(self, y: torch.Tensor) -> torch.Tensor:
-        z = (self.edges - y.unsqueeze(-1)) / (self.sigma * math.sqrt(2.0))
+        z = (self.edges_like(y) - y.unsqueeze(-1)) / (self.sigma * math.sqrt(2.0))
         cdf = torch.special.erf(z.double())
         mass = torch.diff(cdf, dim=-1)  # cdf[..., 1:] - cdf[..., :-1]
         total = cdf[..., -1:] - cdf[..., :1]
         return (mass / total).float()
 
     def _two_hot(self, y: torch.Tensor) -> torch.Tensor:
-        c = self.centers
-        y = y.clamp(float(c[0]), float(c[-1]))
-        pos = (y - float(c[0])) / self.width
+        first = self.low + self.width / 2  # the centers, from the spec: no device sync
+        y = y.clamp(first, self.high - self.width / 2)
+        pos = (y - first) / self.width
         lower = torch.floor(pos).long().clamp(0, self.num_bins - 2)
         frac = (pos - lower).clamp(0.0, 1.0).unsqueeze(-1)
         probs = torch.zeros(*y.shape, self.num_bins, dtype=torch.float32, device=y.device)
@@ -346,11 +372,14 @@ class HistogramSupport(nn.Module):
     # -- decoding ---------------------------------------------------------------
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         self._check_logits(logits)
-        return torch.softmax(at_least_float32(logits) / self.temperature, dim=-1)
+        x = at_least_float32(logits)
+        return torch.softmax(x / self.temperature.to(device=x.device, dtype=x.dtype), dim=-1)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         self._check_logits(logits)
-        return torch.log_softmax(at_least_float32(logits) / self.temperature, dim=-1)
+        x = at_least_float32(logits)
+        return torch.log_softmax(x / self.temperature.to(device=x.device, dtype=x.dtype),
+                                 dim=-1)
 
     def _check_logits(self, logits: torch.Tensor) -> None:
         if logits.shape[-1] != self.num_bins:
@@ -361,13 +390,15 @@ class HistogramSupport(nn.Module):
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         """Expected value; differentiable, the default decoded value."""
-        return moments(self.probs(logits), self.centers)[0]
+        p = self.probs(logits)
+        return moments(p, self.centers_like(p))[0]
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.centers[logits.argmax(-1)]
+        return self.centers_like(logits)[logits.argmax(-1)]
 
     def std(self, logits: torch.Tensor) -> torch.Tensor:
-        return moments(self.probs(logits), self.centers)[1]
+        p = self.probs(logits)
+        return moments(p, self.centers_like(p))[1]
 
     def entropy(self, logits: torch.Tensor) -> torch.Tensor:
         """Shannon entropy in nats."""
@@ -412,10 +443,11 @@ class HistogramSupport(nn.Module):
         """One softmax for what a head returns: the mean (differentiable: forces and
         losses flow through it) and, without gradients, std, entropy and edge mass."""
         probs = self.probs(logits)
-        mean = (probs * self.centers).sum(-1)
+        centers = self.centers_like(probs)
+        mean = (probs * centers).sum(-1)
         with torch.no_grad():
             p = probs.detach()
-            return {"mean": mean, "std": moments(p, self.centers)[1], "entropy": entropy(p),
+            return {"mean": mean, "std": moments(p, centers)[1], "entropy": entropy(p),
                     "edge_mass": p[..., 0] + p[..., -1]}
 
     def summarize(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from fairchem_categorical.histogram import HistogramSupport, at_least_float32
+from fairchem_categorical.histogram import HistogramSupport, at_least_float32, without_autocast
 
 
 def _softplus_inverse(x: float) -> float:
@@ -66,9 +66,9 @@ class LocationScaleLogits(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # float32 or better even under autocast: a bf16 location would round the
         # decoded value (and the conservative forces) to 3 significant digits.
-        with torch.autocast(device_type=features.device.type, enabled=False):
+        with without_autocast(features):
             features = at_least_float32(features)
             m = self.loc0 + self.loc_gain * self.location(features)
             s = nn.functional.softplus(self.scale(features)) + self.min_scale
-            centers = self.support.centers.to(features.dtype)
+            centers = self.support.centers_like(features)
             return -0.5 * ((centers - m) / s) ** 2 + self.residual(features)

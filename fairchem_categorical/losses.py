@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fairchem_categorical.histogram import HistogramSupport
+from fairchem_categorical.histogram import HistogramSupport, has_values, without_autocast
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -19,7 +19,7 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
             f"logits {tuple(logits.shape)} and target histograms {tuple(target_probs.shape)} "
             "must have the same shape"
         )
-    with torch.autocast(device_type=logits.device.type, enabled=False):
+    with without_autocast(logits):
         logp = torch.log_softmax(logits.float(), dim=-1)
         return -(target_probs.to(logp.dtype) * logp).sum(-1)
 
@@ -46,6 +46,18 @@ class HistogramLoss(nn.Module):
         self.num_clipped = 0
         self.num_targets = 0
 
+    def _count(self, scalar: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Add the targets ``mask`` keeps, and those of them beyond the support, to the
+        counters: one host sync, no boolean indexing (its size depends on the data)."""
+        if not has_values(scalar):
+            return
+        keep = (torch.ones_like(scalar, dtype=torch.bool) if mask is None
+                else mask.reshape(scalar.shape).bool())
+        clipped, seen = torch.stack([(self.support.outside(scalar) & keep).sum(),
+                                     keep.sum()]).tolist()
+        self.num_clipped += int(clipped)
+        self.num_targets += int(seen)
+
     def is_histogram(self, logits: torch.Tensor, target: torch.Tensor) -> bool:
         return target.dim() == logits.dim() and target.shape[-1] == self.support.num_bins
 
@@ -53,7 +65,7 @@ class HistogramLoss(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.is_histogram(logits, target):
             probs = target
-            scalar = (target.float() * self.support.centers).sum(-1)
+            scalar = (target.float() * self.support.centers_like(target)).sum(-1)
         else:
             lead = logits.shape[:-1]
             if tuple(target.shape) not in (tuple(lead), (*lead, 1)):
@@ -62,9 +74,7 @@ class HistogramLoss(nn.Module):
                     f"samples {tuple(lead)} nor histograms {(*lead, self.support.num_bins)}"
                 )
             scalar = target.reshape(lead)
-            counted = scalar if mask is None else scalar[mask.reshape(lead).bool()]
-            self.num_clipped += self.support.count_outside(counted)
-            self.num_targets += counted.numel()
+            self._count(scalar, mask)
             probs = self.support.encode(scalar)
         loss = self.ce_weight * soft_cross_entropy(logits, probs)
         if self.l1_weight:

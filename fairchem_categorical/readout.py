@@ -192,7 +192,7 @@ class CategoricalEnergyReadout(nn.Module):
         offset = offset.double()
         probs = self.support.probs(logits)
         lo, hi = self.support.interval_of_probs(probs, INTERVAL)
-        centers = et.to_energy(self.support.centers.double().expand_as(logits),
+        centers = et.to_energy(self.support.centers_like(logits).double().expand_as(logits),
                                natoms.unsqueeze(-1)) + offset.unsqueeze(-1)
         return {
             "energy_bin_centers": centers,

@@ -63,6 +63,31 @@ def single_torch_thread() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def watch_devices(device: str) -> Iterator[list[tuple[str, str]]]:
+    """Records ``(op, device)`` of every tensor an op makes off ``device`` inside the block.
+
+    A 0-d CPU tensor counts too: on CUDA it would work as a scalar, but it means the code
+    made a tensor where its input was not.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    want = torch.device(device).type
+    elsewhere: list[tuple[str, str]] = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.device.type != want:
+                    elsewhere.append((str(func), str(t.device)))
+            return out
+
+    with Watch():
+        yield elsewhere
+
+
 @functools.lru_cache(maxsize=4)
 def _frames(n_systems: int, frames_per_system: int) -> tuple[Atoms, ...]:
     return tuple(generate_frames(n_systems=n_systems, frames_per_system=frames_per_system,
