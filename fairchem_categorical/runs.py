@@ -7,6 +7,7 @@ watching, and a clear error with the log's tail when fairchem fails.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -28,11 +29,14 @@ def is_progress(line: str) -> bool:
     return any(k in line for k in _PROGRESS_KEYS)
 
 
-def run_logged(cmd: list[str], log: Path, say: Callable[[str], None] | None = None) -> int:
-    """Run ``cmd``, its whole output to ``log``, progress lines to ``say``; the exit code."""
+def run_logged(cmd: list[str], log: Path, say: Callable[[str], None] | None = None,
+               env: dict[str, str] | None = None) -> int:
+    """Run ``cmd``, its whole output to ``log``, progress lines to ``say``; the exit code.
+    ``env``: variables added to this process's environment for the child."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **env} if env else None)
         assert proc.stdout is not None
         for line in proc.stdout:
             fh.write(line)

@@ -68,17 +68,7 @@ def not_the_input(out: str | Path, source: str | Path, what: str) -> None:
 
 
 def device(name: str) -> str:
-    """``cpu``, or a CUDA device that this machine has."""
-    import torch
+    """``cpu``, ``cuda`` or ``cuda:N`` that this machine has (``devices.check_device``)."""
+    from fairchem_categorical.devices import check_device
 
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available here (no GPU or no "
-                             "CUDA build of torch); use --device cpu")
-        index = name.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} "
-                             "CUDA device(s)")
-    elif name != "cpu":
-        raise ValueError(f"--device {name}: use cpu, cuda or cuda:N")
-    return name
+    return check_device(name)

@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _say(str(train(args.config, args.train_data, args.val_data, args.bins, args.max_epochs,
                    args.seed, args.run_dir, args.overrides, say=_say,
-                   fit=args.fit_uncertainty)))
+                   fit=args.fit_uncertainty, device=args.device)))
     return 0
 
 
@@ -95,7 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"{' and '.join(stray)} go with --predictions, not --checkpoint "
                              "(with --checkpoint, give --ood-data)")
         metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.ood_data,
-                                      progress=_say)
+                                      progress=_say, device=args.device)
     elif args.predictions:
         stray = [f for f, v in (("--data", args.data), ("--ood-data", args.ood_data)) if v]
         if stray:
@@ -130,7 +130,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.jobs import calibrate
 
     _report_calibration(calibrate(args.checkpoint, args.val, args.out,
-                                  fit_temperature=args.fit_temperature))
+                                  fit_temperature=args.fit_temperature, device=args.device))
     _say(str(Path(args.out)))
     return 0
 
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a fitted epistemic state, refit the temperature together with the "
              "epistemic scale (default: hold it; a free joint fit can collapse or flatten the "
              "histogram and move the energies). Without one, the temperature is always fitted")
+    device_kw = dict(default="cpu", help="where the model runs: cpu (default), cuda (the "
+                     "current GPU) or cuda:N")
     p = argparse.ArgumentParser(prog="fairchem-categorical", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -246,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-epochs", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--run-dir", help="default: runs/fairchem1 or runs/fairchem2")
+    s.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (sets fairchem's device; default: the config's "
+                        "job.device_type on 2.x, CUDA when present on 1.10)")
     s.add_argument("--fit-uncertainty", action="store_true",
                    help="then fit-uncertainty on --train-data, calibrated on --val-data; the "
                         "last line is the fitted checkpoint (<checkpoint>_fitted.pt)")
@@ -260,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="CSV path; the NPZ goes beside it")
     s.add_argument("--batch-size", type=int, default=8,
                    help="structures per forward pass (one graph per batch)")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", **device_kw)
     s.add_argument("--inference-settings", metavar="PRESET",
                    help="fairchem 2.x inference settings: batch (default: unmerged, "
                         "uncompiled, any mix of structures), traineval, high-precision or "
@@ -278,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="predict first with this checkpoint")
     s.add_argument("--data", nargs="*", help="with --checkpoint: in-distribution data")
     s.add_argument("--ood-data", nargs="*", help="with --checkpoint: out-of-distribution data")
+    s.add_argument("--device", **device_kw)
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_evaluate)
 
@@ -292,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--val", nargs="+", required=True, help="validation data")
     s.add_argument("--out", required=True, help="the calibrated checkpoint to write")
+    s.add_argument("--device", **device_kw)
     s.add_argument(*temperature_flag, **temperature_kw)
     s.set_defaults(func=cmd_calibrate)
 
@@ -310,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"what ood_score and energy_uncertainty use (default {DEFAULT_METHOD}; "
                         "every method's score is computed)")
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", **device_kw)
     s.add_argument(*temperature_flag, **temperature_kw)
     s.set_defaults(func=cmd_fit_uncertainty)
 
@@ -339,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vasp", action="store_true",
                    help="write VASP inputs (fairchem-data-oc) for the recommended ones")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", **device_kw)
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_screen)
 

@@ -34,13 +34,14 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
           bins: str | Path | None = None, max_epochs: int | None = None,
           seed: int | None = None, run_dir: str | Path | None = None,
           overrides: Sequence[str] | None = None, say: Say | None = None,
-          fit: bool = False) -> Path:
+          fit: bool = False, device: str | None = None) -> Path:
     """Train through fairchem's own entry point; returns the final checkpoint.
 
     fairchem 2.x configs run as ``fairchem -c CONFIG`` (Hydra overrides), fairchem 1.10
     configs as ``fairchem --mode train --config-yml CONFIG`` (``--a.b=c`` overrides).
     With ``fit``, ``fit_uncertainty`` follows on the same train/val data and the fitted
-    copy (``<checkpoint>_fitted.pt`` beside it) is returned instead.
+    copy (``<checkpoint>_fitted.pt`` beside it) is returned instead. ``device`` (cpu, cuda,
+    cuda:N) runs training and the fit there; None: the config's choice (the fit on the CPU).
     """
     config = Path(config).resolve()
     if not config.is_file():
@@ -50,6 +51,8 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
                          "first and calibrates on the second)")
     major = lines.config_line(config)
     line = lines.require(major, f"{config.name} (a {lines.LINES[major].label} config)")
+    if device is not None:
+        checks.device(device)
     if bins is not None:
         read_bins(bins)  # a clear error before fairchem starts or a run folder is made
     run_dir = Path(run_dir or f"runs/fairchem{major}").resolve()
@@ -57,11 +60,12 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
     val_data = _check_data(val_data, "--val-data") if val_data else None
     ckpt = line.adapter("train").run(
         config, run_dir, time.strftime("%Y%m%d-%H%M%S"), train_data, val_data, bins,
-        max_epochs, seed, list(overrides or []), say)
+        max_epochs, seed, list(overrides or []), say, device=device)
     if not fit:
         return ckpt
     fitted = ckpt.with_name(f"{ckpt.stem}_fitted{ckpt.suffix}")
-    fit_uncertainty(ckpt, [train_data], [val_data], fitted, progress=say)
+    fit_uncertainty(ckpt, [train_data], [val_data], fitted, progress=say,
+                    device=device or "cpu")
     return fitted
 
 
@@ -93,16 +97,19 @@ def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_siz
 
 def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out: str | Path,
                         ood_data: Sequence[str | Path] | None = None,
-                        progress: Say | None = None) -> dict[str, float]:
-    """Predict ``data`` (and ``ood_data``), keep the prediction files, write the report."""
+                        progress: Say | None = None, device: str = "cpu"
+                        ) -> dict[str, float]:
+    """Predict ``data`` (and ``ood_data``) on ``device``, keep the prediction files, write
+    the report."""
     from fairchem_categorical.report.evaluate import write_report
 
+    checks.device(device)
     out = checks.output_folder(out)
-    preds = predict_files(checkpoint, data, progress=progress)
+    preds = predict_files(checkpoint, data, progress=progress, device=device)
     write_predictions(preds, out / "predictions.csv")
     ood = None
     if ood_data:
-        ood_preds = predict_files(checkpoint, ood_data, progress=progress)
+        ood_preds = predict_files(checkpoint, ood_data, progress=progress, device=device)
         write_predictions(ood_preds, out / "ood_predictions.csv")
         ood = as_columns(ood_preds)[0]
     return write_report(*as_columns(preds), out, ood)
@@ -113,8 +120,8 @@ CALIBRATION_KEYS = ("energy_nll", "miscalibration_area", "energy_mae",
 
 
 def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path,
-              fit_temperature: bool | None = None, progress: Say | None = None
-              ) -> dict[str, float]:
+              fit_temperature: bool | None = None, progress: Say | None = None,
+              device: str = "cpu") -> dict[str, float]:
     """Fit the epistemic scale (and/or the temperature) on ``val``; write; score before/after.
 
     With a fitted epistemic state (``fit_uncertainty``), every method's scale alpha is
@@ -125,25 +132,27 @@ def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path
     decoded energy to bin centres and breaks conservative forces; or flattening it,
     T >> 1, which drags the energy towards the support's centre), while the epistemic
     term widens the distribution where the features say so. Without a fitted state, the
-    temperature alone (``calibration.fit_from_predictions``).
+    temperature alone (``calibration.fit_from_predictions``). Both passes over ``val``
+    (before and after) run on ``device``.
     """
     line = lines.for_checkpoint(checkpoint, "calibrate")
+    checks.device(device)
     checks.not_the_input(out, checkpoint, "checkpoint to calibrate")
     checks.output_file(out)
     adapter = line.adapter("uncertainty")
     adapter.require_categorical(checkpoint, "calibrate")  # before minutes of prediction
-    return _calibrate(adapter, checkpoint, val, out, fit_temperature, progress)
+    return _calibrate(adapter, checkpoint, val, out, fit_temperature, progress, device)
 
 
 def _calibrate(adapter: ModuleType, checkpoint: str | Path, val: Sequence[str | Path],
-               out: str | Path, fit_temperature: bool | None, progress: Say | None
-               ) -> dict[str, float]:
+               out: str | Path, fit_temperature: bool | None, progress: Say | None,
+               device: str) -> dict[str, float]:
     from fairchem_categorical.calibration import fit_from_predictions, fit_predictive
     from fairchem_categorical.epistemic import METHODS
     from fairchem_categorical.report.metrics import evaluate_predictions
 
     def score(ckpt: str | Path) -> tuple[list[StructurePrediction], dict[str, float]]:
-        preds = predict_files(ckpt, val, progress=progress)
+        preds = predict_files(ckpt, val, progress=progress, device=device)
         return preds, evaluate_predictions(*as_columns(preds))
 
     preds, before = score(checkpoint)
@@ -187,12 +196,14 @@ def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],
     Writes ``out``, a copy of ``checkpoint`` whose energy head carries the fitted state:
     every loader of the model (predict, evaluate, calculators) applies it. Without
     ``val`` the scales stay at 1 (uncalibrated) and ``energy_uncertainty`` is not yet
-    meaningful in eV; run ``calibrate`` later.
+    meaningful in eV; run ``calibrate`` later. The fit and both calibration passes run on
+    ``device``.
     """
     from fairchem_categorical.data.formats import read_frames
     from fairchem_categorical.epistemic import DEFAULT_METHOD
 
     line = lines.for_checkpoint(checkpoint, "fit-uncertainty")
+    checks.device(device)
     checks.output_file(out)
     adapter = line.adapter("uncertainty")
     adapter.require_categorical(checkpoint, "fit-uncertainty")
@@ -211,5 +222,5 @@ def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],
     adapter.write(checkpoint, out, epistemic=state)
     result = {"fit_seconds": fit_seconds}
     if val:
-        result.update(_calibrate(adapter, out, val, out, fit_temperature, progress))
+        result.update(_calibrate(adapter, out, val, out, fit_temperature, progress, device))
     return result

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fairchem_categorical import screening
-from fairchem_categorical.app import lines
+from fairchem_categorical.app import checks, lines
 
 Say = Callable[[str], None]
 
@@ -51,6 +51,7 @@ def run_screen(checkpoint: str | Path, slabs: Sequence[str], adsorbates: Sequenc
 
     if budget is not None:
         coverage = None
+    checks.device(device)
     if not Path(checkpoint).is_file() and tools is None:
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     out = Path(out)

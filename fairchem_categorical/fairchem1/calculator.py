@@ -29,6 +29,7 @@ from fairchem_categorical.ase_results import (
     mark_unseen_elements,
     structure_results,
 )
+from fairchem_categorical.devices import fairchem_device
 from fairchem_categorical.fairchem1.predict import LoadedModel, predict_batch
 
 _ASE_PROPERTIES = ("energy", "free_energy", "forces", "stress")
@@ -86,5 +87,6 @@ def load_calculator(checkpoint: str | Path, device: str = "cpu", seed: int = 0
     """The calculator for a checkpoint (both adapters offer this function)."""
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    return CategoricalCalculator(checkpoint_path=str(checkpoint), cpu=device == "cpu",
+    return CategoricalCalculator(checkpoint_path=str(checkpoint),
+                                 cpu=fairchem_device(device) == "cpu",
                                  seed=seed)

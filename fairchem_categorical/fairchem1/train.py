@@ -16,6 +16,7 @@ import yaml
 
 from fairchem_categorical import clipping
 from fairchem_categorical.bins import read_bins
+from fairchem_categorical.devices import cuda_visible
 from fairchem_categorical.runs import FAIRCHEM_CLI, check_trained, run_logged
 
 ENERGY_HEADS = ("CategoricalEnergyHead", "categorical_energy_head")
@@ -87,8 +88,13 @@ def final_checkpoint(run_dir: Path, timestamp_id: str) -> Path:
 
 def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
         val_data: str | None, bins: str | Path | None, max_epochs: int | None,
-        seed: int | None, overrides: list[str], say: Callable[[str], None] | None) -> Path:
-    """Train; returns the last checkpoint (``checkpoint.pt``, with its EMA weights)."""
+        seed: int | None, overrides: list[str], say: Callable[[str], None] | None,
+        device: str | None = None) -> Path:
+    """Train; returns the last checkpoint (``checkpoint.pt``, with its EMA weights).
+
+    ``device`` (cpu, cuda, cuda:N; None: CUDA when there is a GPU) decides fairchem's
+    ``--cpu``; ``cuda:N`` shows fairchem GPU N alone (``CUDA_VISIBLE_DEVICES``).
+    """
     import torch
 
     cfg = resolve_config(config, train_data, val_data, bins, max_epochs)
@@ -99,12 +105,14 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
            "--run-dir", str(run_dir), "--timestamp-id", timestamp_id, "--identifier", config.stem]
     if seed is not None:
         cmd += ["--seed", str(seed)]
-    if not torch.cuda.is_available():
+    if device == "cpu" or not torch.cuda.is_available():
         cmd.append("--cpu")  # without it fairchem 1.10 asks for an NCCL process group
+    env = cuda_visible(device) if device is not None else {}
     cmd += overrides
     log = run_dir / f"{timestamp_id}.log"
     if say:
         say(f"training {config.name} -> {run_dir} (log: {log})")
-    final = check_trained(run_logged(cmd, log, say), final_checkpoint(run_dir, timestamp_id), log)
+    final = check_trained(run_logged(cmd, log, say, env), final_checkpoint(run_dir, timestamp_id),
+                          log)
     clipping.report(final.parent, say)  # written by CategoricalTrainer beside the checkpoint
     return final

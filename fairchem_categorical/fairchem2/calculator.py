@@ -40,6 +40,7 @@ from fairchem_categorical.ase_results import (
     mark_unseen_elements,
     structure_results,
 )
+from fairchem_categorical.devices import fairchem_device
 from fairchem_categorical.fairchem2.heads import CategoricalEnergyHead
 from fairchem_categorical.fairchem2.predict import (
     DEFAULT_SETTINGS,
@@ -91,15 +92,17 @@ class CategoricalCalculator(FAIRChemCalculator):
     ) -> CategoricalCalculator:
         """A calculator for a checkpoint file (or a fairchem model name, resolved by fairchem).
 
-        As fairchem's, except that ``inference_settings`` defaults to ``predict``'s preset
-        (``"batch"``), so the calculator and ``predict`` give the same numbers.
+        As fairchem's (``device`` None: CUDA when there is a GPU, else the CPU; ``cuda:N``
+        runs on GPU N; ``seed`` 41), except that ``inference_settings`` defaults to
+        ``predict``'s preset (``"batch"``); with ``seed=0`` (``predict``'s) the calculator and
+        ``predict`` give the same numbers.
         """
         if workers != 1:
             raise ValueError("CategoricalCalculator runs one worker (the heads' outputs are "
                              f"read in this process); got workers={workers}")
         checkpoint = resolve_checkpoint(str(name_or_path))
         unit = CategoricalPredictUnit(
-            checkpoint.path, device=device or "cpu", overrides=overrides,
+            checkpoint.path, device=fairchem_device(device), overrides=overrides,
             inference_settings=guess_inference_settings(inference_settings), seed=seed,
             atom_refs=checkpoint.atom_refs, form_elem_refs=checkpoint.form_elem_refs)
         return cls(unit, task_name=task_name, seed=seed)
@@ -143,7 +146,7 @@ class CategoricalCalculator(FAIRChemCalculator):
         copy_to_info(self.results, atoms.info, self.atoms.info)
 
 
-def load_calculator(checkpoint: str | Path, device: str = "cpu", seed: int = 41
+def load_calculator(checkpoint: str | Path, device: str | None = None, seed: int = 41
                     ) -> CategoricalCalculator:
     """The calculator for a checkpoint (both adapters offer this function)."""
     return CategoricalCalculator.from_model_checkpoint(checkpoint, device=device, seed=seed)

@@ -22,6 +22,7 @@ from fairchem.core.units.mlip_unit.api.inference import (
 )
 from fairchem.core.units.mlip_unit.predict import MLIPPredictUnit
 
+from fairchem_categorical.devices import fairchem_device
 from fairchem_categorical.fairchem2.heads import CategoricalDirectForceHead, CategoricalEnergyHead
 from fairchem_categorical.predictions import (
     StructurePrediction,
@@ -119,12 +120,14 @@ def settings_for(inference_settings: str | InferenceSettings) -> InferenceSettin
 def load_unit(checkpoint: str | Path, device: str = "cpu",
               inference_settings: str | InferenceSettings = DEFAULT_SETTINGS
               ) -> CategoricalPredictUnit:
-    """A predict unit for an inference checkpoint (EMA weights, fairchem's settings)."""
+    """A predict unit for an inference checkpoint (EMA weights, fairchem's settings) on
+    ``device`` (cpu, cuda or cuda:N)."""
     checkpoint = Path(checkpoint)
     settings = settings_for(inference_settings)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    return CategoricalPredictUnit(str(checkpoint), device=device, inference_settings=settings)
+    return CategoricalPredictUnit(str(checkpoint), device=fairchem_device(device),
+                                  inference_settings=settings)
 
 
 def to_data(atoms: Any, dataset_name: str) -> AtomicData:

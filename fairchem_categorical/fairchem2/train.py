@@ -17,6 +17,7 @@ import yaml
 
 from fairchem_categorical import clipping
 from fairchem_categorical.bins import read_bins
+from fairchem_categorical.devices import cuda_visible
 from fairchem_categorical.runs import FAIRCHEM_CLI, check_trained, run_logged
 
 BINS_GROUP = "bins"
@@ -73,8 +74,13 @@ def final_checkpoint(run_dir: Path, timestamp_id: str) -> Path:
 
 def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
         val_data: str | None, bins: str | Path | None, max_epochs: int | None,
-        seed: int | None, overrides: list[str], say: Callable[[str], None] | None) -> Path:
-    """Train with ``fairchem -c``; returns the final inference checkpoint."""
+        seed: int | None, overrides: list[str], say: Callable[[str], None] | None,
+        device: str | None = None) -> Path:
+    """Train with ``fairchem -c``; returns the final inference checkpoint.
+
+    ``device`` (cpu, cuda, cuda:N; None: the config's ``job.device_type``) sets
+    ``job.device_type``; ``cuda:N`` shows fairchem GPU N alone (``CUDA_VISIBLE_DEVICES``).
+    """
     config_dir = run_dir / timestamp_id / "config"
     copied = copy_config(config, config_dir)
     args = [f"job.run_dir={run_dir}", f"+job.timestamp_id={timestamp_id}"]
@@ -91,11 +97,15 @@ def run(config: Path, run_dir: Path, timestamp_id: str, train_data: str | None,
         args.append(f"max_epochs={max_epochs}")
     if seed is not None:
         args.append(f"seed={seed}")
+    env = {}
+    if device is not None:
+        args.append(f"job.device_type={'CPU' if device == 'cpu' else 'CUDA'}")
+        env = cuda_visible(device)
     args.extend(overrides)
     log = run_dir / timestamp_id / "train.log"
     if say:
         say(f"training {config.name} -> {run_dir / timestamp_id} (log: {log})")
-    code = run_logged([*FAIRCHEM_CLI, "-c", str(copied), *args], log, say)
+    code = run_logged([*FAIRCHEM_CLI, "-c", str(copied), *args], log, say, env)
     final = final_checkpoint(run_dir, timestamp_id)
     if code == 0 and submitted_to_slurm(overrides):
         if say:

@@ -99,3 +99,36 @@ def test_structure_with_an_element_the_model_never_saw_is_marked(frames, caplog)
     assert unknown.info["unseen_elements"] == "Cu"
     assert calc.results["unseen_elements"] == "Cu"
     assert sum("never saw in training: Cu" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize(("cuda", "want"), [(True, "cuda"), (False, "cpu")])
+def test_defaults_are_fairchems(cuda, want, monkeypatch) -> None:
+    """No ``device``: CUDA when there is a GPU, as FAIRChemCalculator; seed 41 as fairchem's."""
+    import inspect
+
+    import torch
+
+    from fairchem_categorical.fairchem2 import calculator as calc_module
+
+    ours = inspect.signature(CategoricalCalculator.from_model_checkpoint).parameters
+    theirs = inspect.signature(FAIRChemCalculator.from_model_checkpoint).parameters
+    assert ours["seed"].default == theirs["seed"].default == 41
+    assert ours["device"].default is theirs["device"].default is None
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def unit(path, device, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        asked.update(device=device, seed=kwargs["seed"])
+        raise Stop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(calc_module, "CategoricalPredictUnit", unit)
+    with pytest.raises(Stop):
+        CategoricalCalculator.from_model_checkpoint(CONSERVING)
+    assert asked == {"device": want, "seed": 41}
+    with pytest.raises(Stop):
+        calc_module.load_calculator(CONSERVING)
+    assert asked == {"device": want, "seed": 41}

@@ -46,7 +46,7 @@ def test_train_on_slurm_returns_the_future_checkpoint(tmp_path, monkeypatch) -> 
 
     calls = []
 
-    def fake_fairchem(cmd, log, say):
+    def fake_fairchem(cmd, log, say, env=None):
         calls.append(cmd)
         log.write_text("submitted\n")
         return 0
@@ -59,6 +59,37 @@ def test_train_on_slurm_returns_the_future_checkpoint(tmp_path, monkeypatch) -> 
     assert "job.scheduler.mode=SLURM" in calls[0] and not ckpt.exists()
     with pytest.raises(RuntimeError, match="fairchem training failed"):
         train2.run(config, tmp_path, "t2", "tr", "va", None, 1, None, [], None)
+
+
+@pytest.mark.parametrize(("device", "device_type", "env"), [
+    ("cpu", "CPU", {}), ("cuda", "CUDA", {}), ("cuda:1", "CUDA", {"CUDA_VISIBLE_DEVICES": "1"})])
+def test_train_device_sets_fairchems_device_type(device, device_type, env, tmp_path,
+                                                 monkeypatch) -> None:
+    """``train --device cuda:1``: fairchem 2.x takes CPU or CUDA (local rank 0's GPU), so
+    the child process sees GPU 1 alone."""
+    import torch
+
+    from fairchem_categorical.fairchem2 import train as train2
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    calls = []
+
+    def fake_fairchem(cmd, log, say, env=None):
+        calls.append((cmd, env))
+        return 1
+
+    monkeypatch.setattr(train2, "run_logged", fake_fairchem)
+    log = tmp_path / "t" / "train.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("")
+    with pytest.raises(RuntimeError, match="fairchem training failed"):
+        train2.run(CONFIGS / "esen_categorical_conserving.yaml", tmp_path, "t", "tr", "va",
+                   None, 1, None, ["lr=1e-3"], None, device=device)
+    cmd, child_env = calls[0]
+    assert f"job.device_type={device_type}" in cmd
+    assert cmd.index(f"job.device_type={device_type}") < cmd.index("lr=1e-3")  # yours win
+    assert child_env == env
 
 
 @pytest.mark.parametrize("member", ["categorical", "scalar"])
