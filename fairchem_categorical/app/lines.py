@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from types import ModuleType
 
 import yaml
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+#: the shipped configs: package data (``fairchem_categorical/configs``), so a normal, non-
+#: editable install has them too; the repository's ``configs`` is a link to this folder
+PACKAGE_CONFIGS = Path(str(resources.files("fairchem_categorical") / "configs"))
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Line:
 
     @property
     def configs(self) -> Path:
-        return REPO_CONFIGS / f"fairchem{self.major}"
+        return PACKAGE_CONFIGS / f"fairchem{self.major}"
 
     def adapter(self, module: str) -> ModuleType:
         """This line's adapter module (``train``, ``predict``, ``calibrate``, ...)."""
