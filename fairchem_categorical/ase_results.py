@@ -107,7 +107,10 @@ def structure_results(out: Mapping[str, Any], extras: Mapping[str, Any],
         for key in HISTOGRAM_KEYS:
             if key in arrays and arrays[key].ndim == 2 and len(arrays[key]) == len(natoms):
                 res[key] = arrays[key][i].copy()
-        assert all(np.isfinite(res[k]).all() for k in res), f"non-finite result in {res}"
+        bad = [k for k in res if not np.isfinite(res[k]).all()]
+        if bad:  # a check, not an assert: it must hold under python -O too
+            raise ValueError(f"structure {i} of the batch ({natoms[i]} atoms): the model "
+                             f"predicted non-finite {', '.join(bad)} (NaN or inf)")
         results.append(res)
     return results
 

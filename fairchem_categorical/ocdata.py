@@ -36,12 +36,18 @@ def place(slab: Atoms, adsorbate: AdsorbateSpec, num: int, mode: str, seed: int
     """``num`` placements by fairchem-data-oc's ``AdsorbateSlabConfig`` (tag 2 = adsorbate)."""
     if mode not in MODES:
         raise ValueError(f"unknown placement mode {mode!r}; choose one of {MODES}")
-    np.random.seed(seed)  # fairchem-data-oc draws sites and rotations from numpy's global RNG
-    config = AdsorbateSlabConfig(
-        Slab(slab_atoms=slab.copy(), min_ab=0.0),
-        Adsorbate(adsorbate_atoms=adsorbate.atoms.copy(),
-                  adsorbate_binding_indices=list(adsorbate.binding_indices)),
-        num_sites=num, mode=mode)
+    # fairchem-data-oc draws sites and rotations from numpy's global RNG: seed it for
+    # repeatable placements, then give the caller's stream back as it was
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        config = AdsorbateSlabConfig(
+            Slab(slab_atoms=slab.copy(), min_ab=0.0),
+            Adsorbate(adsorbate_atoms=adsorbate.atoms.copy(),
+                      adsorbate_binding_indices=list(adsorbate.binding_indices)),
+            num_sites=num, mode=mode)
+    finally:
+        np.random.set_state(state)
     placements = config.atoms_list[:num]
     for atoms in placements:
         atoms.pbc = True

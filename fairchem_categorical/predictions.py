@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from fairchem_categorical.targets import EnergyTransform, element_symbols
 
@@ -65,6 +66,10 @@ class StructurePrediction:
     atom_ood_score: np.ndarray | None = None
     # other per-structure model outputs (e.g. every epistemic method's score), not in the CSV
     extra: dict[str, float] = field(default_factory=dict)
+    # stress (6 Voigt components, ASE's order and sign, eV/A^3) where the model predicts it,
+    # and the frame's own where it has one
+    stress: np.ndarray | None = None
+    stress_target: np.ndarray | None = None
 
     @property
     def forces_mae(self) -> float:
@@ -91,15 +96,23 @@ PER_ATOM = ("forces_std", "forces_entropy", "atom_ood_score")
 HISTOGRAM = ("energy_bin_centers", "energy_probs")
 
 
+def _voigt(stress: Any) -> np.ndarray:
+    """A stress as 6 Voigt components (ASE's order xx, yy, zz, yz, xz, xy)."""
+    s = np.asarray(stress, dtype=float)
+    return s if s.shape == (6,) else full_3x3_to_voigt_6_stress(s.reshape(3, 3))
+
+
 def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.ndarray,
                 forces: np.ndarray | None, outputs: dict[str, np.ndarray],
-                fixed: np.ndarray | None = None) -> list[StructurePrediction]:
+                fixed: np.ndarray | None = None, stress: np.ndarray | None = None
+                ) -> list[StructurePrediction]:
     """One record per frame from a batch's arrays (either fairchem line's predict).
 
     ``outputs`` may hold the per-structure uncertainty columns (``PER_STRUCTURE``),
     per-structure histograms (``energy_bin_centers``/``energy_probs``, (B, K)) and
     per-atom arrays (``PER_ATOM``); any other per-structure (B,) output goes to
-    ``extra``. Targets come from each frame's calculator.
+    ``extra``; ``stress`` (B, 3, 3) or (B, 9) where the model predicts it. Targets (energy,
+    forces, stress) come from each frame's calculator, each where the frame has it.
     """
     num = len(frames)
     others = [k for k, v in outputs.items()
@@ -122,6 +135,8 @@ def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.nda
             energy_target=float(results["energy"]) if "energy" in results else math.nan,
             forces_target=np.asarray(results["forces"]) if "forces" in results else None,
             fixed=None if fixed is None else fixed[sl],
+            stress=None if stress is None else _voigt(stress[i]),
+            stress_target=_voigt(results["stress"]) if "stress" in results else None,
             **per_atom, **hist,
             **{k: float(outputs[k][i]) for k in PER_STRUCTURE if k in outputs},
             extra={k: float(outputs[k][i]) for k in others},
@@ -164,12 +179,13 @@ def predict_frames(
     def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
         batch = make_batch(chunk)
         out, extras = run_batch(batch, start)
-        forces = out.get("forces")
+        forces, stress = out.get("forces"), out.get("stress")
         return split_batch(
             chunk, start, batch.natoms.cpu().numpy(), out["energy"].double().cpu().numpy(),
             None if forces is None else forces.double().cpu().numpy(),
             {k: v.double().cpu().numpy() for k, v in extras.items()},
-            fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None)
+            fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None,
+            stress=None if stress is None else stress.double().cpu().numpy())
 
     return predict_in_chunks(frames, batch_size, chunk_predictions, progress)
 
@@ -220,6 +236,8 @@ def seeded(seed: int, device: str) -> Iterator[None]:
 
 
 ATOM_ARRAYS = ("forces_target", "fixed", "forces_std", "forces_entropy", "atom_ood_score")
+#: per-structure arrays in the NPZ, (B, 6) Voigt, where every structure has one
+STRUCTURE_ARRAYS = ("stress", "stress_target")
 
 
 def as_columns(preds: Sequence[StructurePrediction]
@@ -239,6 +257,15 @@ def as_columns(preds: Sequence[StructurePrediction]
     for name in ATOM_ARRAYS:
         if all(getattr(p, name) is not None for p in preds):
             arrays[name] = np.concatenate([getattr(p, name) for p in preds])
+    if "forces_target" not in arrays and any(p.forces_target is not None for p in preds):
+        # mixed data: structures without force labels get NaN rows, which the metrics
+        # leave out, so the labelled ones keep their force metrics
+        arrays["forces_target"] = np.concatenate([
+            np.full((p.natoms, 3), np.nan) if p.forces_target is None else p.forces_target
+            for p in preds])
+    for name in STRUCTURE_ARRAYS:
+        if all(getattr(p, name) is not None for p in preds):
+            arrays[name] = np.stack([getattr(p, name) for p in preds])
     if all(p.energy_probs is not None for p in preds):
         arrays["energy_bin_centers"] = np.stack([p.energy_bin_centers for p in preds])
         arrays["energy_probs"] = np.stack([p.energy_probs for p in preds])

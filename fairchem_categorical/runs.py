@@ -37,8 +37,7 @@ def run_logged(cmd: list[str], log: Path, say: Callable[[str], None] | None = No
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, **env} if env else None)
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in proc.stdout or ():  # a pipe, as asked for
             fh.write(line)
             if say is not None and is_progress(line):
                 say("  " + progress_text(line))

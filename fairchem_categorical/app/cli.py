@@ -69,7 +69,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     output_file(args.out)  # before the prediction, not after
     preds = predict_files(args.checkpoint, args.data, batch_size=args.batch_size,
                           device=args.device, progress=_say,
-                          inference_settings=args.inference_settings)
+                          inference_settings=args.inference_settings, task=args.task)
     csv_path, npz_path = write_predictions(preds, args.out)
     _say(f"wrote {csv_path} ({len(preds)} structures) and {npz_path}")
     if preds[0].energy_probs is not None and preds[0].ood_score != preds[0].ood_score:
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "multigpu (merge_mole + torch.compile: one composition per run), "
                         "default (UMA Nitro, which runs only fairchem's released UMA "
                         "weights: fairchem falls back to multigpu)")
+    s.add_argument("--task", metavar="NAME",
+                   help="fairchem 2.x: which of the checkpoint's tasks (datasets) to predict, "
+                        "e.g. oc20 or omat for a UMA model (default: its first)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("evaluate", help="accuracy, ranking, calibration and OOD metrics + plots",

@@ -71,12 +71,15 @@ def train(config: str | Path, train_data: str | None = None, val_data: str | Non
 
 def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size: int = 8,
                   device: str = "cpu", progress: Say | None = None,
-                  inference_settings: str | None = None) -> list[StructurePrediction]:
+                  inference_settings: str | None = None, task: str | None = None
+                  ) -> list[StructurePrediction]:
     """Predict the structures of data files with the installed fairchem line's model.
 
     The checkpoint's line must be the installed one, the device must exist; structures
     may carry no labels, energies only, or energies and forces. ``inference_settings``:
-    a fairchem 2.x preset name (default: the adapter's, "batch").
+    a fairchem 2.x preset name (default: the adapter's, "batch"); ``task``: which of a
+    fairchem 2.x checkpoint's tasks to predict (e.g. ``oc20`` or ``omat``; default: the
+    first).
     """
     from fairchem_categorical.data.formats import read_frames
 
@@ -87,6 +90,11 @@ def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_siz
             raise ValueError(f"--inference-settings {inference_settings}: "
                              f"{installed.no_inference_settings}")
         settings["inference_settings"] = inference_settings
+    if task is not None:
+        installed = lines.current("predict")
+        if installed.no_tasks:
+            raise ValueError(f"--task {task}: {installed.no_tasks}")
+        settings["task"] = task
     line = lines.for_checkpoint(checkpoint, "predict")
     checks.device(device)
     frames = read_frames(paths, require_labels=False)

@@ -35,6 +35,8 @@ class Line:
     scalar_takes_bins: bool  # 2.x scalar configs take element references from the bins file
     # what the line offers instead of fairchem 2.x's inference-settings presets (None: has them)
     no_inference_settings: str | None = None
+    # why the line's checkpoints have no tasks to choose between (None: they have)
+    no_tasks: str | None = None
 
     @property
     def package(self) -> str:
@@ -61,7 +63,9 @@ LINES: dict[int, Line] = {
             "equiformer_v2_categorical.yml", "equiformer_v2_scalar.yml", False,
             no_inference_settings="fairchem-core 1.10 has no inference-settings presets (no "
             "merge_mole, no compile path); its one speed knob is automatic mixed precision "
-            "on CUDA (--amp when training, OCPCalculator(disable_amp=False))"),
+            "on CUDA (--amp when training, OCPCalculator(disable_amp=False))",
+            no_tasks="fairchem-core 1.10 checkpoints predict one energy; there are no tasks "
+            "to choose between"),
 }
 
 

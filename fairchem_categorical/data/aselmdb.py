@@ -13,7 +13,13 @@ from typing import Any
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from fairchem_categorical.data.common import check_lmdb_file, labels, plain, safe_write
+from fairchem_categorical.data.common import (
+    check_lmdb_file,
+    label_stress,
+    labels,
+    plain,
+    safe_write,
+)
 
 SUFFIX = ".aselmdb"
 _LABEL_KEYS = frozenset({"energy", "forces", "stress", "free_energy"})
@@ -54,7 +60,9 @@ def _row(atoms: Atoms, where: str) -> tuple[Atoms, dict[str, Any], dict[str, Any
         tags=atoms.get_tags(),
         constraint=[c.copy() for c in atoms.constraints],
     )
-    clean.calc = SinglePointCalculator(clean, energy=energy, forces=forces)
+    stress = label_stress(atoms, where)  # kept where present, as fairchem reads it back
+    clean.calc = SinglePointCalculator(clean, energy=energy, forces=forces,
+                                       **({} if stress is None else {"stress": stress}))
     data = {str(k): plain(v) for k, v in atoms.info.items()
             if k not in _LABEL_KEYS and _jsonable(plain(v))}
     kvp = {k: plain(atoms.info[k]) for k in _KVP_KEYS
@@ -65,7 +73,8 @@ def _row(atoms: Atoms, where: str) -> tuple[Atoms, dict[str, Any], dict[str, Any
 def write_aselmdb(frames: Sequence[Atoms], path: str | Path, *, overwrite: bool = False) -> Path:
     """Write labelled structures to an ASE-LMDB file readable by fairchem's AseDBDataset.
 
-    Energy and (unconstrained) forces go through a fresh SinglePointCalculator, tags and
+    Energy, (unconstrained) forces and stress, where a frame has it, go through a fresh
+    SinglePointCalculator, tags and
     the FixAtoms constraint are stored by the row, and ``atoms.info`` is stored as row
     ``data`` (AseDBDataset copies ``data`` back into ``atoms.info``, where fairchem looks
     for ``sid``/``fid``). ``sid``/``fid``/``metal``/``facet``/``adsorbate`` are also stored

@@ -111,6 +111,24 @@ def label_forces(atoms: Atoms, where: str, required: bool = True) -> np.ndarray 
     return out
 
 
+def label_stress(atoms: Atoms, where: str) -> np.ndarray | None:
+    """The stored stress as 6 Voigt components (ASE's order, eV/A^3), all finite; None
+    if the frame has none. A 3x3 tensor is accepted and converted."""
+    calc = atoms.calc
+    stress = None if calc is None else calc.results.get("stress")
+    if stress is None:
+        return None
+    out = np.asarray(stress, dtype=float)
+    if out.shape == (3, 3):
+        out = out[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    if out.shape != (6,):
+        raise ValueError(f"{where}: stress has shape {out.shape}, expected (6,) Voigt or "
+                         "(3, 3)")
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{where}: non-finite stress")
+    return out
+
+
 def plain(value: Any) -> Any:
     """Numpy scalars -> Python scalars, so key-value pairs and JSON stay simple."""
     return value.item() if isinstance(value, np.generic) else value

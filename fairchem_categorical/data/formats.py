@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -24,6 +23,7 @@ from fairchem_categorical.data.common import (
     format_suffix,
     label_energy,
     label_forces,
+    label_stress,
     labels,
 )
 
@@ -137,11 +137,9 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
                 forces = label_forces(atoms, where, required=False)
             results: dict[str, Any] = {k: v for k, v in (("energy", energy),
                                                         ("forces", forces)) if v is not None}
-            stress = atoms.calc.results.get("stress")
+            stress = label_stress(atoms, where)
             if stress is not None:
-                if not np.isfinite(np.asarray(stress, dtype=float)).all():
-                    raise ValueError(f"{where}: non-finite stress")
-                results["stress"] = np.asarray(stress)
+                results["stress"] = stress
             atoms.calc = SinglePointCalculator(atoms, **results)
             frames.append(atoms)
     return frames

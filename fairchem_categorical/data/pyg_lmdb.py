@@ -26,8 +26,15 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.geometry import wrap_positions
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
-from fairchem_categorical.data.common import check_lmdb_file, labels, plain, safe_write
+from fairchem_categorical.data.common import (
+    check_lmdb_file,
+    label_stress,
+    labels,
+    plain,
+    safe_write,
+)
 
 __all__ = ["read_pyg_lmdb", "write_pyg_lmdb"]
 
@@ -61,7 +68,8 @@ def _ident(value: Any, default: int) -> Any:
 
 
 def _to_data(atoms: Atoms, index: int, data_cls: type) -> Any:
-    """One labelled frame -> ``Data`` as AtomsToGraphs(r_energy, r_forces, r_fixed, r_pbc)."""
+    """One labelled frame -> ``Data`` as AtomsToGraphs(r_energy, r_forces, r_stress, r_fixed,
+    r_pbc) makes it (stress only where the frame has one)."""
     energy, forces = labels(atoms, f"frames[{index}]")
     cell = np.array(atoms.get_cell(complete=True), dtype=float)
     pbc = np.array(atoms.pbc, dtype=bool)
@@ -72,7 +80,12 @@ def _to_data(atoms: Atoms, index: int, data_cls: type) -> Any:
     for constraint in atoms.constraints:
         if isinstance(constraint, FixAtoms):
             fixed[torch.as_tensor(np.asarray(constraint.index), dtype=torch.long)] = 1
+    # stress as AtomsToGraphs(r_stress) stores it: (1, 3, 3), where the frame has one
+    stress = label_stress(atoms, f"frames[{index}]")
+    extra = {} if stress is None else {"stress": torch.as_tensor(
+        voigt_6_to_full_3x3_stress(stress), dtype=torch.float32).view(1, 3, 3)}
     return data_cls(
+        **extra,
         pos=torch.as_tensor(pos, dtype=torch.float32),
         cell=torch.as_tensor(cell, dtype=torch.float32).view(1, 3, 3),
         atomic_numbers=torch.as_tensor(atoms.numbers, dtype=torch.uint8),
@@ -188,6 +201,10 @@ def _to_atoms(data: Any) -> Atoms:
         results["energy"] = float(_scalar(energy))
     if forces is not None:
         results["forces"] = np.asarray(forces, dtype=float)
+    stress = _field(data, "stress")
+    if stress is not None and results:
+        results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress, dtype=float)
+                                                       .reshape(3, 3))
     if results:
         atoms.calc = SinglePointCalculator(atoms, **results)
     for key in ("sid", "fid"):

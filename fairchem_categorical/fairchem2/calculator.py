@@ -130,7 +130,8 @@ class CategoricalCalculator(FAIRChemCalculator):
             for atoms in chunk:
                 self._check(atoms)
             batch = atomicdata_list_to_batch([self.a2g(a) for a in chunk])
-            out, extras = predict_batch(self.predictor, batch, self.seed + start)
+            out, extras = predict_batch(self.predictor, batch, self.seed + start,
+                                        self.task_name)
             chunk_results = structure_results(out, extras, batch.natoms)
             mark_unseen_elements(chunk_results, (a.numbers for a in chunk),
                                  self.energy_transform, self._warned)

@@ -91,11 +91,24 @@ class CategoricalPredictUnit(MLIPPredictUnit):
 
     @property
     def energy_task(self) -> Any:
-        task = next((t for t in self.tasks.values()
-                     if t.property == "energy" and not t.inference_only), None)
-        if task is None:
+        """The first energy task (a checkpoint with one dataset has only that one)."""
+        return self.energy_task_for(None)
+
+    def energy_task_for(self, dataset: str | None) -> Any:
+        """The energy task that predicts for ``dataset`` (a task/dataset name such as
+        ``oc20``; None: the first); an unknown name is an error listing the choices."""
+        tasks = [t for t in self.tasks.values()
+                 if t.property == "energy" and not t.inference_only]
+        if not tasks:
             raise ValueError(f"{self._inference_model_path} has no energy task; cannot predict "
                              "energies")
+        if dataset is None:
+            return tasks[0]
+        task = next((t for t in tasks if dataset in t.datasets), None)
+        if task is None:
+            choices = sorted({d for t in tasks for d in t.datasets})
+            raise ValueError(f"task {dataset!r}: {Path(self._inference_model_path).name} "
+                             f"predicts energies for {', '.join(choices)}; choose one of them")
         return task
 
 
@@ -141,7 +154,8 @@ def to_data(atoms: Any, dataset_name: str) -> AtomicData:
     return data
 
 
-def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
+def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int,
+                  dataset: str | None = None
                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(energy (B,) and forces (N, 3) in eV, eV/A, stress when the model has it; the
     uncertainty outputs) of one batch.
@@ -152,11 +166,12 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
     ``energy_uncertainty``/``ood_score`` (B,) and ``atom_ood_score`` (N,) (see
     ``CategoricalEnergyReadout.epistemic_outputs``), and per-atom ``forces_std``/
     ``forces_entropy`` for a direct-force head; empty for a scalar checkpoint.
+    ``dataset``: the task the batch was built for (None: the first energy task's).
     """
     with seeded(seed, str(unit.device)):  # eSCN draws a random roll per edge frame
         preds = unit.predict(batch)
     raw = unit.last_outputs
-    task = unit.energy_task
+    task = unit.energy_task_for(dataset)
     energy = preds["energy"].detach().reshape(-1).double()
     out = {"energy": energy}
     if "forces" in preds:
@@ -183,14 +198,16 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int
 
 
 def predict_unit(unit: CategoricalPredictUnit, frames: Sequence, batch_size: int = 8,
-                 progress: Callable[[str], None] | None = None, seed: int = 0
-                 ) -> list[StructurePrediction]:
+                 progress: Callable[[str], None] | None = None, seed: int = 0,
+                 task: str | None = None) -> list[StructurePrediction]:
     """``predict_atoms`` with a unit already loaded."""
-    dataset_name = unit.energy_task.datasets[0]
+    dataset_name = task if task is not None else unit.energy_task.datasets[0]
+    unit.energy_task_for(dataset_name)  # an unknown task: the error, before any batch
     return predict_frames(
         frames, batch_size,
         lambda chunk: atomicdata_list_to_batch([to_data(a, dataset_name) for a in chunk]),
-        lambda batch, start: predict_batch(unit, batch, seed + start), progress)
+        lambda batch, start: predict_batch(unit, batch, seed + start, dataset_name),
+        progress)
 
 
 def predict_atoms(
@@ -201,13 +218,16 @@ def predict_atoms(
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
     inference_settings: str | InferenceSettings = DEFAULT_SETTINGS,
+    task: str | None = None,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame.
 
-    Frames go to the model ``batch_size`` at a time (one graph per batch).
+    Frames go to the model ``batch_size`` at a time (one graph per batch). ``task``: which
+    of the checkpoint's tasks (datasets, e.g. ``oc20`` or ``omat`` for UMA) to predict;
+    None: the first energy task's first dataset.
     """
     unit = load_unit(checkpoint, device, inference_settings)
-    preds = predict_unit(unit, frames, batch_size, progress, seed)
+    preds = predict_unit(unit, frames, batch_size, progress, seed, task)
     head = unit.head(CategoricalEnergyHead)
     flag_unseen_elements(preds, frames, None if head is None else head.energy_transform.spec,
                          progress)

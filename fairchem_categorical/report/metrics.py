@@ -300,6 +300,18 @@ def _free_mask(fixed: ArrayLike | None, n_atoms: int, natoms: ArrayLike | None) 
     return free
 
 
+def force_labelled(forces_target: ArrayLike) -> np.ndarray:
+    """Atoms with a force target: rows not all NaN (NaN rows stand for structures without
+    force labels). Any other non-finite value is an error naming how many."""
+    t = np.asarray(forces_target, dtype=np.float64).reshape(-1, 3)
+    labelled = ~np.isnan(t).all(axis=1)
+    bad = int((~np.isfinite(t[labelled])).sum())
+    if bad:
+        raise ValueError(f"array 'forces_target' has {bad} non-finite value(s) (NaN or inf) "
+                         "in atoms with force labels")
+    return labelled
+
+
 def force_metrics(forces: ArrayLike, forces_target: ArrayLike, fixed: ArrayLike | None = None,
                   natoms: ArrayLike | None = None) -> dict[str, float]:
     """Force MAE and cosine similarity over free atoms.
@@ -309,13 +321,14 @@ def force_metrics(forces: ArrayLike, forces_target: ArrayLike, fixed: ArrayLike 
     F . F_t / (|F| |F_t|), atoms with zero target norm excluded (no direction to
     match); a zero predicted force counts as cosine 0. With ``natoms`` a structure
     with no free atom is scored on all its atoms (as ``StructurePrediction.forces_mae``
-    does) and ``forces_mae_structure_mean`` averages the per-structure MAEs.
+    does) and ``forces_mae_structure_mean`` averages the per-structure MAEs. Atoms whose
+    target row is all NaN (structures without force labels, in mixed data) are left out.
     """
     f = np.asarray(forces, dtype=np.float64).reshape(-1, 3)
     t = np.asarray(forces_target, dtype=np.float64).reshape(-1, 3)
     if f.shape != t.shape:
         raise ValueError(f"forces {f.shape} and forces_target {t.shape} differ in shape")
-    free = _free_mask(fixed, len(f), natoms)
+    free = _free_mask(fixed, len(f), natoms) & force_labelled(t)
     out = {"forces_mae": math.nan, "forces_cosine": math.nan,
            "forces_mae_structure_mean": math.nan, "n_free_atoms": float(free.sum())}
     if not free.any():
@@ -330,7 +343,7 @@ def force_metrics(forces: ArrayLike, forces_target: ArrayLike, fixed: ArrayLike 
     if natoms is not None:
         bounds = np.concatenate([[0], np.cumsum(np.asarray(natoms, dtype=int))])
         per = [diff[a:b][free[a:b]].mean() for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-               if b > a]
+               if free[a:b].any()]
         out["forces_mae_structure_mean"] = float(np.mean(per)) if per else math.nan
     return out
 
@@ -475,15 +488,13 @@ def evaluate_predictions(columns: Mapping[str, ArrayLike],
 
     if "forces" in arrays and "forces_target" in arrays:
         f_t = np.asarray(arrays["forces_target"], dtype=np.float64)
-        if not np.isfinite(f_t).all():
-            bad = int((~np.isfinite(f_t)).sum())
-            raise ValueError(f"array 'forces_target' has {bad} non-finite value(s) (NaN or inf)")
+        labelled = force_labelled(f_t)
         f = np.asarray(arrays["forces"], dtype=np.float64)
         fixed = arrays.get("fixed")
         atom_counts = arrays.get("natoms", natoms)
         fm = force_metrics(f, f_t, fixed, atom_counts)
         out["forces_mae"], out["forces_cosine"] = fm["forces_mae"], fm["forces_cosine"]
-        free = _free_mask(fixed, len(f), atom_counts)
+        free = _free_mask(fixed, len(f), atom_counts) & labelled.reshape(-1)
         atom_err = np.linalg.norm(f - f_t, axis=1)[free]
         for name in ("forces_std", "forces_entropy"):
             if name in arrays:

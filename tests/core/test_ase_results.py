@@ -76,3 +76,14 @@ def test_scalars_go_to_every_info_given():
                  "energy_high90": pytest.approx(1.7), "ood_score": 2.0}
     assert b == {k: v for k, v in a.items() if k != "sid"}
     assert implemented(["energy"], res)[:3] == ["energy", "energy_uncertainty", "energy_std"]
+
+
+def test_a_non_finite_prediction_is_an_error_naming_it_not_an_assert():
+    out, extras = _pair(with_epistemic=False)
+    out["energy"] = torch.tensor([1.5, float("nan")], dtype=torch.float64)
+    extras["energy_std"] = torch.tensor([0.1, float("inf")])
+    with pytest.raises(ValueError) as err:
+        structure_results(out, extras, [2, 3])
+    assert str(err.value) == ("structure 1 of the batch (3 atoms): the model predicted "
+                              "non-finite energy, free_energy, energy_uncertainty, "
+                              "energy_std (NaN or inf)")

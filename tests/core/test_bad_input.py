@@ -313,3 +313,16 @@ def test_pyg_lmdb_input_in_the_fairchem2_environment(capsys, tmp_path) -> None:
                           "'torch_geometric' package")
     assert "use .venv-fairchem1/bin/python" in msg
 
+
+
+@needs_a_line
+def test_predict_a_task_the_checkpoint_lacks(capsys, tmp_path) -> None:
+    msg = refused(capsys, "predict", "--checkpoint", LEGACY_CKPT[LINE],
+                  LEGACY / f"fairchem{LINE}" / "frames.extxyz", "--out", tmp_path / "p.csv",
+                  "--task", "omat")
+    want = {2: "error: task 'omat': esen_categorical_conserving.pt predicts energies for "
+               "oc20; choose one of them",
+            1: "error: --task omat: fairchem-core 1.10 checkpoints predict one energy; there "
+               "are no tasks to choose between"}[LINE]
+    assert msg == want
+    assert not (tmp_path / "p.csv").exists()

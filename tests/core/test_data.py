@@ -439,3 +439,31 @@ def test_non_finite_stress_is_an_error(tmp_path: Path) -> None:
     ase.io.write(tmp_path / "st.traj", [atoms])
     with pytest.raises(ValueError, match=r"st\.traj\[0\]: non-finite stress"):
         read_frames([tmp_path / "st.traj"])
+
+
+def test_convert_keeps_stress_where_a_frame_has_it(tmp_path: Path) -> None:
+    """Energy, forces and stress in; all three back out of the ASE-LMDB (as fairchem reads
+    it); a frame without stress stays without."""
+    voigt = np.array([0.01, -0.02, 0.03, 0.004, -0.005, 0.006])
+    with_stress = _labelled(1.0, np.full((2, 3), 0.1))
+    with_stress.calc = SinglePointCalculator(with_stress, energy=1.0,
+                                             forces=np.full((2, 3), 0.1), stress=voigt)
+    without = _labelled(2.0, np.zeros((2, 3)))
+    ase.io.write(tmp_path / "in.traj", [with_stress, without])
+    out = tmp_path / "out.aselmdb"
+    assert convert([tmp_path / "in.traj"], out) == 2
+    first, second = read_frames([out])
+    np.testing.assert_allclose(first.calc.results["stress"], voigt, atol=1e-12)
+    assert "stress" not in second.calc.results
+    assert second.calc.results["energy"] == 2.0
+
+
+def test_a_3x3_stress_is_kept_as_voigt(tmp_path: Path) -> None:
+    from fairchem_categorical.data.common import label_stress
+
+    atoms = _labelled(1.0, np.zeros((2, 3)))
+    atoms.calc.results["stress"] = np.array([[1.0, 6, 5], [6, 2, 4], [5, 4, 3]])
+    np.testing.assert_array_equal(label_stress(atoms, "x[0]"), [1, 2, 3, 4, 5, 6])
+    atoms.calc.results["stress"] = np.zeros(4)
+    with pytest.raises(ValueError, match=r"x\[0\]: stress has shape \(4,\)"):
+        label_stress(atoms, "x[0]")

@@ -51,3 +51,14 @@ def test_desorbed_adsorbate_is_flagged(slab):
     initial, final, slab = desorbed_case(slab)
     assert ocdata.detect_anomaly(initial, initial.copy(), slab) == []
     assert ocdata.detect_anomaly(initial, final, slab) == ["adsorbate_desorbed"]
+
+
+def test_placing_leaves_the_callers_random_stream_alone(slab):
+    """fairchem-data-oc draws from numpy's global RNG; ``place`` seeds it for repeatable
+    placements and then hands the caller's stream back where it was."""
+    spec = adsorbate_spec("*O", ocdata.adsorbate_database())
+    np.random.seed(123)
+    expected = np.random.random(3)
+    np.random.seed(123)
+    ocdata.place(slab, spec, 2, "random", seed=7)
+    np.testing.assert_array_equal(np.random.random(3), expected)

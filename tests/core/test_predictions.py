@@ -174,3 +174,61 @@ def test_flag_unseen_elements_marks_rows_and_says_which() -> None:
                     "are unreliable (element reference 0 eV); the CSV marks them in "
                     "'unseen_elements'"]
     assert flag_unseen_elements(preds, frames, None, said.append) == [] and len(said) == 1
+
+
+def _labelled(frames, forces: bool, stress: np.ndarray | None = None):
+    """Copies of ``frames`` labelled with energy, and forces/stress as asked."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = []
+    for atoms in frames:
+        a = atoms.copy()
+        results = {"energy": atoms.calc.results["energy"]}
+        if forces:
+            results["forces"] = atoms.calc.results["forces"]
+        if stress is not None:
+            results["stress"] = stress
+        a.calc = SinglePointCalculator(a, **results)
+        out.append(a)
+    return out
+
+
+def test_mixed_force_labels_keep_the_labelled_structures_force_metrics() -> None:
+    """One structure without forces must not drop every structure's force target."""
+    from fairchem_categorical.report.metrics import evaluate_predictions
+
+    frames = small_frames(2)
+    mixed = _labelled(frames[:1], forces=True) + _labelled(frames[1:], forces=False)
+    natoms = np.array([len(a) for a in frames])
+    forces = np.ones((natoms.sum(), 3))
+    preds = split_batch(mixed, 0, natoms, np.array([-1.0, -2.0]), forces,
+                        {"energy_std": np.array([0.1, 0.2])})
+    assert preds[1].forces_target is None
+    columns, arrays = as_columns(preds)
+    target = arrays["forces_target"]
+    np.testing.assert_array_equal(target[:natoms[0]], frames[0].calc.results["forces"])
+    assert np.isnan(target[natoms[0]:]).all()
+    metrics = evaluate_predictions(columns, arrays)
+    want = np.abs(1.0 - frames[0].calc.results["forces"]).mean()  # the labelled one alone
+    assert metrics["forces_mae"] == pytest.approx(want)
+    assert metrics["forces_mae"] == pytest.approx(preds[0].forces_mae)
+
+
+def test_stress_is_kept_where_predicted_and_where_labelled(tmp_path) -> None:
+    frames = small_frames(2)
+    voigt = np.array([0.1, 0.2, 0.3, 0.04, 0.05, 0.06])
+    labelled = _labelled(frames, forces=True, stress=voigt)
+    natoms = np.array([len(a) for a in frames])
+    full = np.array([[[1.0, 6, 5], [6, 2, 4], [5, 4, 3]], [[7.0, 0, 0], [0, 8, 0], [0, 0, 9]]])
+    preds = split_batch(labelled, 0, natoms, np.array([-1.0, -2.0]),
+                        np.zeros((natoms.sum(), 3)), {}, stress=full.reshape(2, 9))
+    np.testing.assert_array_equal(preds[0].stress, [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(preds[1].stress_target, voigt)
+    csv_path, _ = write_predictions(preds, tmp_path / "p.csv")
+    _, arrays = load_predictions(csv_path)
+    np.testing.assert_array_equal(arrays["stress"], [[1, 2, 3, 4, 5, 6], [7, 8, 9, 0, 0, 0]])
+    np.testing.assert_array_equal(arrays["stress_target"], [voigt, voigt])
+    # no stress predicted, none labelled: no arrays
+    _, arrays = as_columns(split_batch(frames, 0, natoms, np.zeros(2),
+                                       np.zeros((natoms.sum(), 3)), {}))
+    assert "stress" not in arrays and "stress_target" not in arrays

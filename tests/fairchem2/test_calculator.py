@@ -132,3 +132,17 @@ def test_defaults_are_fairchems(cuda, want, monkeypatch) -> None:
     with pytest.raises(Stop):
         calc_module.load_calculator(CONSERVING)
     assert asked == {"device": want, "seed": 41}
+
+
+def test_predict_chooses_the_task_by_name_and_names_the_choices(frames) -> None:
+    from fairchem_categorical.fairchem2.predict import load_unit, predict_unit
+
+    unit = load_unit(CONSERVING)
+    (own,) = unit.energy_task.datasets
+    default = predict_unit(unit, frames[:2])
+    chosen = predict_unit(unit, frames[:2], task=own)
+    np.testing.assert_array_equal([p.energy for p in chosen], [p.energy for p in default])
+    with pytest.raises(ValueError) as err:
+        predict_unit(unit, frames[:2], task="omat")
+    assert str(err.value) == (f"task 'omat': {CONSERVING.name} predicts energies for {own}; "
+                              "choose one of them")
