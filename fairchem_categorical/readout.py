@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from fairchem_categorical.epistemic import EpistemicState
-from fairchem_categorical.histogram import TAIL_KERNEL_BINS, HistogramSupport
+from fairchem_categorical.histogram import (
+    TAIL_KERNEL_BINS,
+    HistogramSupport,
+    SupportSpec,
+    same_support,
+)
 from fairchem_categorical.logits import LocationScaleLogits
 from fairchem_categorical.targets import EnergyTransform, require_head_level
 
@@ -56,12 +61,23 @@ class EnergyTransformState(nn.Module):
 
     def get_extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"mean": self.spec.mean, "std": self.spec.std,
-                                 "level": self.spec.level}
+                                 "level": self.spec.level,
+                                 "element_references": list(self.spec.element_references)}
         if self.spec.elements is not None:
             state["elements"] = list(self.spec.elements)
         return state
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        stored_refs = state.get("element_references")  # absent in older checkpoints
+        if stored_refs is not None:
+            mine = EnergyTransform(**{**self.spec.to_dict(),
+                                      "element_references": list(stored_refs)})
+            diffs = transform_differences(mine, self.spec, ("checkpoint", "config"))
+            if diffs:
+                raise ValueError(
+                    "energy transform in the checkpoint disagrees with the config ("
+                    + "; ".join(diffs) + "). Use the checkpoint's bins block or train new "
+                    "heads.")
         stored = state.get("elements")
         if stored is not None:
             if self.spec.elements is None:
@@ -71,7 +87,8 @@ class EnergyTransformState(nn.Module):
                     "energy transform in the checkpoint disagrees with the config (elements: "
                     f"checkpoint {sorted(stored)} vs config {self.spec.elements}). Use the "
                     "checkpoint's bins block or train new heads.")
-        mine = {k: v for k, v in self.get_extra_state().items() if k != "elements"}
+        mine = {k: v for k, v in self.get_extra_state().items()
+                if k not in ("elements", "element_references")}
         diffs = [
             f"{k}: checkpoint {state[k]!r} vs config {mine[k]!r}"
             for k in mine
@@ -83,6 +100,58 @@ class EnergyTransformState(nn.Module):
                 "energy transform in the checkpoint disagrees with the config ("
                 + "; ".join(diffs) + "). Use the checkpoint's bins block or train new heads."
             )
+
+
+def _describe(spec: SupportSpec) -> str:
+    return (f"[{spec.low:.6g}, {spec.high:.6g}] in {spec.num_bins} bins, {spec.encoding} "
+            f"sigma {spec.sigma_abs:.4g}")
+
+
+def transform_differences(head: EnergyTransform, bins: EnergyTransform,
+                          names: tuple[str, str] = ("head", "bins")) -> list[str]:
+    """What differs between two energy transforms (mean, std, level, element references),
+    each as ``"<field>: <names[0]> a vs <names[1]> b"``."""
+    from ase.data import chemical_symbols
+
+    h, b_ = names
+    diffs = [f"{k}: {h} {getattr(head, k)!r} vs {b_} {getattr(bins, k)!r}"
+             for k in ("mean", "std") if not math.isclose(getattr(head, k), getattr(bins, k),
+                                                          rel_tol=1e-9, abs_tol=1e-12)]
+    if head.level != bins.level:
+        diffs.append(f"level: {h} {head.level!r} vs {b_} {bins.level!r}")
+    refs = [(z, a, b) for z, (a, b) in enumerate(zip(head.element_references,
+                                                      bins.element_references, strict=False))
+            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)]
+    if refs:
+        shown = ", ".join(f"{chemical_symbols[z]} {h} {a:.6g} vs {b_} {b:.6g}"
+                          for z, a, b in refs[:4])
+        diffs.append(f"element references of {len(refs)} element(s) ({shown}"
+                     f"{', ...' if len(refs) > 4 else ''})")
+    return diffs
+
+
+class HeadsMismatchError(ValueError):
+    """A model's heads decode on another support or energy transform than the one the
+    training targets are binned with (e.g. a fine-tune that keeps a checkpoint's heads but
+    takes new bins): training would silently fit targets in one space to outputs in another."""
+
+
+def check_head_matches(what: str, head: SupportSpec, bins: SupportSpec,
+                       head_energy: EnergyTransform | None = None,
+                       bins_energy: EnergyTransform | None = None) -> None:
+    """Refuse (``HeadsMismatchError``, naming both supports) a head whose support or energy
+    transform differs from what the training targets use."""
+    diffs = []
+    if not same_support(head, bins):
+        diffs.append(f"support: head {_describe(head)} vs bins {_describe(bins)}")
+    if head_energy is not None and bins_energy is not None:
+        diffs += transform_differences(head_energy, bins_energy)
+    if diffs:
+        raise HeadsMismatchError(
+            f"the model's {what} decodes differently from how this run's bins encode its "
+            f"targets ({'; '.join(diffs)}). A fine-tune with model.heads=null keeps the "
+            "checkpoint's heads: train with the bins the checkpoint was trained with, or let "
+            "the config build new heads (drop model.heads=null) to start them afresh.")
 
 
 class CategoricalEnergyReadout(nn.Module):

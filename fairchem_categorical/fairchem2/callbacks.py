@@ -21,7 +21,10 @@ from torchtnt.framework.callback import Callback
 
 from fairchem_categorical.clipping import ENERGY, FORCE, Counts, SupportTally
 from fairchem_categorical.epistemic import EpistemicState
+from fairchem_categorical.fairchem2.heads import CategoricalDirectForceHead, CategoricalEnergyHead
 from fairchem_categorical.fairchem2.tasks import CategoricalLoss
+from fairchem_categorical.readout import check_head_matches
+from fairchem_categorical.targets import EnergyTransform
 
 
 def kind_of(level: str) -> str:
@@ -116,3 +119,46 @@ class FittedUncertaintyCallback(Callback):
             for module in model.modules() if model is not None else ():
                 if isinstance(module, EpistemicState):
                     module.forget("training changes the features it was fitted on")
+
+
+class BinsMatchCallback(Callback):
+    """Training starts only if the model's categorical heads decode the way this run's bins
+    encode the targets.
+
+    ``model.heads=null`` (fine-tuning that keeps a checkpoint's heads, as active learning
+    does) takes the heads, their support and energy transform, from the checkpoint, while the
+    dataset, the losses and the energy task's element references come from this run's bins.
+    Nothing else compares them: a different support or transform would train targets in one
+    space against outputs in another. Refuses with both named (``HeadsMismatchError``).
+    """
+
+    def on_train_start(self, state: Any, unit: Any) -> None:
+        check_heads_match_tasks(getattr(unit, "model", None), getattr(unit, "tasks", []))
+
+
+def check_heads_match_tasks(model: Any, tasks: list) -> None:
+    """Each categorical head against the task that trains its logits (support, and for the
+    energy head the transform and the energy task's element references)."""
+    if model is None:
+        return
+    by_name = {t.name: t for t in tasks}
+    for head in model.modules():
+        if not isinstance(head, CategoricalEnergyHead | CategoricalDirectForceHead):
+            continue
+        task = by_name.get(head.logits_task)
+        if task is None or not isinstance(task.loss_fn, CategoricalLoss):
+            continue
+        loss = task.loss_fn
+        if isinstance(head, CategoricalDirectForceHead):
+            check_head_matches("force-magnitude head", head.support.spec, loss.loss_fn.support.spec)
+            continue
+        # the loss's transform (configs before it carried one: the head's, so that only
+        # the energy task's element references are compared)
+        refs = getattr(by_name.get(head.energy_task), "element_references", None)
+        bins_energy = loss.energy or (head.energy_transform.spec if refs is not None else None)
+        if bins_energy is not None and refs is not None:
+            values = refs.element_references.detach().double().cpu().tolist()
+            bins_energy = EnergyTransform(**{**bins_energy.to_dict(),
+                                             "element_references": values})
+        check_head_matches("energy head", head.support.spec, loss.loss_fn.support.spec,
+                           head.energy_transform.spec, bins_energy)

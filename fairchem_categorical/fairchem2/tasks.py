@@ -20,6 +20,7 @@ from fairchem.core.modules.normalization.normalizer import Normalizer
 
 from fairchem_categorical.histogram import HistogramSupport
 from fairchem_categorical.losses import HistogramLoss
+from fairchem_categorical.targets import EnergyTransform
 
 
 class HistogramDecoder(Normalizer):
@@ -45,7 +46,8 @@ class CategoricalLoss(DDPMTLoss):
     Targets are binning-space scalars (one per system or per atom) encoded on the
     fly, or histograms with the support's number of bins. ``loss_fn.num_clipped`` /
     ``loss_fn.num_targets`` count the scalar targets clamped to the support's edge, of
-    those seen; ``fairchem2.callbacks.OutOfSupportCallback`` reports them.
+    those seen; ``fairchem2.callbacks.OutOfSupportCallback`` reports them. ``energy``: the
+    energy transform of the targets (``${bins.energy}``), for ``BinsMatchCallback``.
     """
 
     def __init__(
@@ -55,10 +57,14 @@ class CategoricalLoss(DDPMTLoss):
         l1_weight: float = 0.0,
         reduction: str = "mean",
         coefficient: float = 1.0,
+        energy: dict[str, Any] | None = None,
     ) -> None:
         histogram_loss = HistogramLoss(HistogramSupport.from_spec(dict(support)), ce_weight,
                                        l1_weight)
         super().__init__(loss_fn=histogram_loss, reduction=reduction, coefficient=coefficient)
+        # the transform the dataset bins the energy targets with (``bins.energy``): what
+        # ``BinsMatchCallback`` checks the model's energy head against
+        self.energy = None if energy is None else EnergyTransform(**dict(energy))
 
     def forward(
         self,

@@ -231,3 +231,38 @@ def test_a_training_step_drops_the_fitted_state(caplog) -> None:
     assert readout.state_dict()["epistemic._extra_state"] is None
     assert "fitted epistemic state is dropped" in caplog.text
 
+
+
+def test_energy_transform_state_carries_and_checks_the_element_references() -> None:
+    refs = [0.0] * 100
+    refs[29], refs[8] = -3.5, -1.25
+    saved = EnergyTransformState({**ENERGY, "element_references": refs}).state_dict()
+    assert saved["_extra_state"]["element_references"][29] == -3.5
+    EnergyTransformState({**ENERGY, "element_references": refs}).load_state_dict(saved)
+    other = list(refs)
+    other[29] = -3.0
+    with pytest.raises(ValueError) as err:
+        EnergyTransformState({**ENERGY, "element_references": other}).load_state_dict(saved)
+    assert str(err.value) == (
+        "energy transform in the checkpoint disagrees with the config (element references of "
+        "1 element(s) (Cu checkpoint -3.5 vs config -3)). Use the checkpoint's bins block or "
+        "train new heads.")
+    older = dict(saved)
+    older["_extra_state"] = {k: v for k, v in saved["_extra_state"].items()
+                             if k != "element_references"}  # checkpoints before they were kept
+    EnergyTransformState({**ENERGY, "element_references": other}).load_state_dict(older)
+
+
+def test_check_head_matches_names_both_supports_and_the_transform() -> None:
+    from fairchem_categorical.histogram import SupportSpec
+    from fairchem_categorical.readout import HeadsMismatchError, check_head_matches
+    from fairchem_categorical.targets import EnergyTransform
+
+    head, bins = SupportSpec(-1.0, 1.0, 8), SupportSpec(-2.0, 1.0, 8)
+    check_head_matches("energy head", head, SupportSpec(-1.0, 1.0, 8),
+                       EnergyTransform(**ENERGY), EnergyTransform(**ENERGY))
+    with pytest.raises(HeadsMismatchError) as err:
+        check_head_matches("energy head", head, bins, EnergyTransform(**ENERGY),
+                           EnergyTransform(**{**ENERGY, "std": 0.5}))
+    assert ("(support: head [-1, 1] in 8 bins, hl_gauss sigma 0.1875 vs bins [-2, 1] in 8 "
+            "bins, hl_gauss sigma 0.2812; std: head 0.05 vs bins 0.5)") in str(err.value)

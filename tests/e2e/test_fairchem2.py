@@ -391,3 +391,20 @@ def test_train_with_fit_uncertainty_ends_on_a_fitted_checkpoint(small_dataset, s
                       str(tmp_path / "ft"), f"starting_checkpoint={fitted}",
                       "model.heads=null")[-1])
     assert read_state(tuned) is None
+
+
+def test_finetune_keeping_the_heads_refuses_other_bins(categorical_ckpt, small_dataset,
+                                                       small_bins, tmp_path):
+    """``model.heads=null`` keeps the checkpoint's heads; bins fitted otherwise would train
+    targets in another space: refused at the start of training, both supports named."""
+    from tests.reference import narrowed_bins
+
+    bins = narrowed_bins(small_bins, tmp_path / "narrow.yaml")
+    proc = _run_cli("train", str(CONFIGS / "esen_categorical_finetune.yaml"), "--train-data",
+                    str(small_dataset["train"]), "--val-data", str(small_dataset["val"]),
+                    "--bins", str(bins), "--max-epochs", "1", "--run-dir", str(tmp_path / "ft"),
+                    f"starting_checkpoint={categorical_ckpt}", "model.heads=null")
+    assert proc.returncode == 2
+    assert "HeadsMismatchError: the model's energy head decodes differently from how this " \
+           "run's bins encode its targets (support: head [" in proc.stderr
+    assert not list((tmp_path / "ft").glob("*/checkpoints/final/inference_ckpt.pt"))
