@@ -23,7 +23,7 @@ import numpy as np
 from ase import Atoms
 
 from fairchem_categorical.active import RoundLog, run_active_learning
-from fairchem_categorical.app import jobs, lines
+from fairchem_categorical.app import checks, jobs, lines
 
 Say = Callable[[str], None]
 FINETUNE_CONFIG = "esen_categorical_finetune.yaml"
@@ -46,20 +46,23 @@ class CategoricalLearner:
 
     ``fit_uncertainty``: after every (re)training, fit the epistemic state on the labelled
     set (calibrated on the held-out set), so ``energy_uncertainty`` includes the feature
-    distance; without it the calculator falls back to the histogram's std.
+    distance; without it the calculator falls back to the histogram's std. ``device``
+    (cpu, cuda, cuda:N): where training, the fit and the calculator run (None: the
+    config's device for training, fairchem's default for the calculator).
     """
 
     def __init__(self, config: str | Path, bins: str | Path, heldout_dir: str | Path,
                  workdir: str | Path, epochs: int, finetune_epochs: int,
                  overrides: Sequence[str] = (), finetune_overrides: Sequence[str] = (),
                  seed: int = 0, checkpoint: str | Path | None = None,
-                 say: Say | None = None, fit_uncertainty: bool = False) -> None:
+                 say: Say | None = None, fit_uncertainty: bool = False,
+                 device: str | None = None) -> None:
         self.config, self.bins = Path(config), Path(bins)
         self.heldout_dir, self.workdir = str(heldout_dir), Path(workdir)
         self.epochs, self.finetune_epochs = epochs, finetune_epochs
         self.overrides, self.finetune_overrides = list(overrides), list(finetune_overrides)
         self.seed, self.checkpoint, self.say = seed, checkpoint, say
-        self.fit_uncertainty = fit_uncertainty
+        self.fit_uncertainty, self.device = fit_uncertainty, device
         self.calculator: Any = None
         self.train_seconds = 0.0
         if checkpoint is not None:
@@ -68,7 +71,7 @@ class CategoricalLearner:
     def _load(self, checkpoint: str | Path) -> None:
         self.checkpoint = Path(checkpoint)
         self.calculator = lines.current("active-learn").adapter("calculator").load_calculator(
-            self.checkpoint)
+            self.checkpoint, device=self.device)
 
     def fit(self, frames: Sequence[Atoms], round_index: int) -> None:
         data = write_dataset(frames, self.workdir / f"round{round_index}")
@@ -76,13 +79,14 @@ class CategoricalLearner:
         if self.checkpoint is None:
             ckpt = jobs.train(self.config, str(data), self.heldout_dir, self.bins, self.epochs,
                               self.seed, self.workdir / "runs", self.overrides,
-                              fit=self.fit_uncertainty)
+                              fit=self.fit_uncertainty, device=self.device)
         else:
             ckpt = jobs.train(lines.LINES[2].configs / FINETUNE_CONFIG, str(data),
                               self.heldout_dir, self.bins, self.finetune_epochs, self.seed,
                               self.workdir / "runs",
                               [f"starting_checkpoint={self.checkpoint}", "model.heads=null",
-                               *self.finetune_overrides], fit=self.fit_uncertainty)
+                               *self.finetune_overrides], fit=self.fit_uncertainty,
+                              device=self.device)
         self.train_seconds += time.time() - start
         self._load(ckpt)
 
@@ -126,12 +130,13 @@ SCALAR_FINETUNE_OVERRIDES = ("tasks=scalar", "dataset_format=ase_db", "energy_co
 
 def scalar_member(config: str | Path, bins: str | Path, heldout_dir: str | Path,
                   workdir: Path, epochs: int, finetune_epochs: int, seed: int,
-                  overrides: Sequence[str] = ()) -> CategoricalLearner:
+                  overrides: Sequence[str] = (), device: str | None = None
+                  ) -> CategoricalLearner:
     """An ensemble member: a scalar config; its fine-tunes keep the scalar heads and tasks."""
     return CategoricalLearner(
         config, bins, heldout_dir, workdir / f"member{seed}", epochs, finetune_epochs,
         overrides=overrides, seed=seed,
-        finetune_overrides=list(SCALAR_FINETUNE_OVERRIDES))
+        finetune_overrides=list(SCALAR_FINETUNE_OVERRIDES), device=device)
 
 
 def write_log(log: Sequence[RoundLog], path: Path) -> Path:
@@ -149,14 +154,17 @@ def run_active(train: str | Path, pool: str | Path, heldout: str | Path, bins: s
                strategy: str = "uncertainty", ensemble: int = 0,
                config: str | Path | None = None, epochs: int = 20, finetune_epochs: int = 8,
                overrides: Sequence[str] = (), reference: Any = None, seed: int = 0,
-               checkpoint: str | Path | None = None, say: Say | None = None
-               ) -> list[RoundLog]:
-    """Active learning from data folders/files; writes ``out/active_learning.csv``."""
+               checkpoint: str | Path | None = None, say: Say | None = None,
+               device: str | None = None) -> list[RoundLog]:
+    """Active learning from data folders/files; writes ``out/active_learning.csv``.
+    ``device``: where the models train and score (see ``CategoricalLearner``)."""
     from ase.calculators.emt import EMT
 
     from fairchem_categorical.data import read_frames
 
     lines.require(2, "active-learn")
+    if device is not None:
+        checks.device(device)
     out = Path(out)
     heldout_frames = read_frames([heldout])
     pool_frames = read_frames([pool], require_labels=False)
@@ -166,13 +174,13 @@ def run_active(train: str | Path, pool: str | Path, heldout: str | Path, bins: s
     if ensemble:
         learner: Any = EnsembleLearner([
             scalar_member(config or configs / "esen_scalar_conserving.yaml", bins, heldout,
-                          out / "work", epochs, finetune_epochs, s, overrides)
+                          out / "work", epochs, finetune_epochs, s, overrides, device)
             for s in range(ensemble)])
     else:
         learner = CategoricalLearner(config or configs / "esen_categorical_conserving.yaml",
                                      bins, heldout, out / "work", epochs, finetune_epochs,
                                      overrides, seed=seed, checkpoint=checkpoint, say=say,
-                                     fit_uncertainty=True)
+                                     fit_uncertainty=True, device=device)
     log, labelled = run_active_learning(
         learner, read_frames([train]), pool_frames, heldout_frames, reference or EMT(),
         rounds, per_round, strategy="uncertainty" if ensemble else strategy, seed=seed,

@@ -168,7 +168,8 @@ def cmd_active_learn(args: argparse.Namespace) -> int:
                      rounds=args.rounds, per_round=args.per_round, strategy=args.strategy,
                      ensemble=args.ensemble, config=args.config, epochs=args.epochs,
                      finetune_epochs=args.finetune_epochs, overrides=args.overrides,
-                     seed=args.seed, checkpoint=args.checkpoint, say=_say)
+                     seed=args.seed, checkpoint=args.checkpoint, say=_say,
+                     device=args.device)
     _say(f"wrote {Path(args.out) / 'active_learning.csv'} ({len(log)} rounds)")
     return 0
 
@@ -177,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fairchem_categorical.app.demo import run_demo
 
     run_demo(Path(args.out), max_epochs=args.max_epochs, n_systems=args.n_systems,
-             seed=args.seed)
+             seed=args.seed, device=args.device)
     return 0
 
 
@@ -377,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--finetune-epochs", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
+    s.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N: where the models train and score (default: the "
+                        "config's device for training, CUDA when present for scoring)")
     s.add_argument("overrides", nargs="*")
     s.set_defaults(func=cmd_active_learn)
 
@@ -387,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-epochs", type=int, default=None)
     s.add_argument("--n-systems", type=int, default=24)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N: where both models train and predict (default: "
+                        "the configs' device for training, the CPU for predictions)")
     s.set_defaults(func=cmd_demo)
     return p
 

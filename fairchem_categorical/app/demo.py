@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from fairchem_categorical.app import lines
+from fairchem_categorical.app import checks, lines
 from fairchem_categorical.app.jobs import predict_files, train
 
 DEFAULT_EPOCHS = 25
@@ -29,8 +29,11 @@ def _say(msg: str) -> None:
 
 
 def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed: int = 0,
-             configs: Path | None = None) -> dict[str, dict[str, float]]:
-    """Run every step, print the comparison table, return it (also in out/summary.json)."""
+             configs: Path | None = None, device: str | None = None
+             ) -> dict[str, dict[str, float]]:
+    """Run every step, print the comparison table, return it (also in out/summary.json).
+    ``device`` (cpu, cuda, cuda:N): where both models train and predict (None: the
+    configs' device for training, the CPU for predictions)."""
     from fairchem_categorical.bins import fit_bins_files, write_bins
     from fairchem_categorical.data import make_dataset
     from fairchem_categorical.data.common import format_suffix
@@ -40,6 +43,8 @@ def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed
 
     t0 = time.time()
     line = lines.current("the demo")
+    if device is not None:
+        checks.device(device)
     epochs = max_epochs or DEFAULT_EPOCHS
     configs = configs or line.configs
     out.mkdir(parents=True, exist_ok=True)
@@ -67,10 +72,10 @@ def run_demo(out: Path, max_epochs: int | None = None, n_systems: int = 24, seed
         takes_bins = name == "categorical" or line.scalar_takes_bins
         ckpt = train(configs / config, str(splits["train"]), str(splits["val"]),
                      bins=bins if takes_bins else None, max_epochs=epochs, seed=seed,
-                     run_dir=out / "runs" / name, say=_say)
+                     run_dir=out / "runs" / name, say=_say, device=device)
         train_s = time.time() - t
         _say(f"  checkpoint {ckpt} ({train_s:.0f} s)")
-        preds = predict_files(ckpt, [splits["test"]])
+        preds = predict_files(ckpt, [splits["test"]], device=device or "cpu")
         csv_path, _ = write_predictions(preds, out / f"{name}_test.csv")
         columns, arrays = as_columns(preds)
         results[name] = {**evaluate_predictions(columns, arrays), "train_seconds": train_s}

@@ -57,7 +57,7 @@ def test_bad_devices_are_named(name: str, message: str, two_gpus) -> None:
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate", "calibrate", "fit-uncertainty",
-                                     "screen", "train"])
+                                     "screen", "train", "active-learn", "demo"])
 def test_every_command_that_runs_a_model_takes_device(command: str) -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
