@@ -201,3 +201,32 @@ def test_lmdb_dataset_reads_it(frames: list[Atoms], tmp_path: Path) -> None:
     assert batch.pos.shape == (len(frames[0]) + len(frames[3]), 3)
     assert batch.energy.shape == (2,)
     assert batch.forces.shape == batch.pos.shape
+
+
+def test_stress_is_kept_as_atoms_to_graphs_stores_it(frames: list[Atoms], tmp_path: Path
+                                                      ) -> None:
+    """A frame's stress goes in as AtomsToGraphs(r_stress) stores it, (1, 3, 3), and comes
+    back as ASE's Voigt stress; a frame without stays without."""
+    import torch
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from fairchem.core.preprocessing import AtomsToGraphs
+
+    voigt = np.array([0.01, -0.02, 0.03, 0.004, -0.005, 0.006])
+    with_stress = frames[0].copy()
+    with_stress.calc = SinglePointCalculator(
+        with_stress, energy=frames[0].calc.results["energy"],
+        forces=frames[0].calc.results["forces"], stress=voigt)
+    path = write_pyg_lmdb([with_stress, frames[1]], tmp_path / "data.lmdb")
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False)
+    with env.begin() as txn:
+        stored = pickle.loads(txn.get(b"0"))
+        plain = pickle.loads(txn.get(b"1"))
+    env.close()
+    a2g = AtomsToGraphs(r_energy=True, r_forces=True, r_stress=True, r_edges=False)
+    want = a2g.convert(with_stress).stress
+    assert stored.stress.shape == want.shape == (1, 3, 3)
+    torch.testing.assert_close(stored.stress, want.float())
+    assert "stress" not in plain.keys()
+    first, second = read_pyg_lmdb(path)
+    np.testing.assert_allclose(first.calc.results["stress"], voigt, atol=1e-7)
+    assert "stress" not in second.calc.results
