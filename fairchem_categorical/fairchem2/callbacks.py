@@ -1,5 +1,6 @@
 """fairchem-core 2.x runner callbacks: targets clamped to the support, per epoch and run;
-and training that starts without a (stale) fitted epistemic state.
+training that starts without a (stale) fitted epistemic state; and heads that decode as
+this run's bins encode (``BinsMatchCallback``).
 
 ``CategoricalLoss`` counts the scalar targets it clamps (and those it sees) on each rank,
 in training and in validation alike (fairchem's eval unit shares the tasks). This
