@@ -117,14 +117,19 @@ class EnergyTransform:
     def batch_references(self, atomic_numbers: torch.Tensor, batch: torch.Tensor,
                          num_systems: int) -> torch.Tensor:
         """sum_i ref[Z_i] per system of a batch (float64), for heads that return total energy."""
-        per_atom = self._refs.to(atomic_numbers.device)[atomic_numbers.long()]
+        per_atom = self._refs_on(atomic_numbers.device)[atomic_numbers.long()]
         out = torch.zeros(num_systems, dtype=per_atom.dtype, device=per_atom.device)
         return out.index_add_(0, batch, per_atom)
 
-    @functools.cached_property
-    def _refs(self) -> torch.Tensor:
-        # built once: batch_references() runs for every batch a head decodes
-        return torch.as_tensor(self.element_references, dtype=torch.float64)
+    def _refs_on(self, device: torch.device) -> torch.Tensor:
+        """The references as a tensor made on ``device`` (once per device: a head calls
+        ``batch_references`` for every batch, on the GPU a copy each time would cost)."""
+        cache = self.__dict__.setdefault("_refs_by_device", {})
+        key = str(device)
+        if key not in cache:
+            cache[key] = torch.as_tensor(self.element_references, dtype=torch.float64,
+                                         device=device)
+        return cache[key]
 
     @functools.cached_property
     def _refs_np(self) -> np.ndarray:

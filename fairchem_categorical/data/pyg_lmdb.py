@@ -67,7 +67,7 @@ def _ident(value: Any, default: int) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
-def _to_data(atoms: Atoms, index: int, data_cls: type) -> Any:
+def _to_data(atoms: Atoms, index: int, data_cls: type, stress_field: bool = False) -> Any:
     """One labelled frame -> ``Data`` as AtomsToGraphs(r_energy, r_forces, r_stress, r_fixed,
     r_pbc) makes it (stress only where the frame has one)."""
     energy, forces = labels(atoms, f"frames[{index}]")
@@ -80,10 +80,14 @@ def _to_data(atoms: Atoms, index: int, data_cls: type) -> Any:
     for constraint in atoms.constraints:
         if isinstance(constraint, FixAtoms):
             fixed[torch.as_tensor(np.asarray(constraint.index), dtype=torch.long)] = 1
-    # stress as AtomsToGraphs(r_stress) stores it: (1, 3, 3), where the frame has one
+    # stress as AtomsToGraphs(r_stress) stores it, (3, 3); with ``stress_field`` every item
+    # has the field (fairchem 1.10's collater needs the same fields in every item of a
+    # batch), NaN where the frame has no stress
     stress = label_stress(atoms, f"frames[{index}]")
-    extra = {} if stress is None else {"stress": torch.as_tensor(
-        voigt_6_to_full_3x3_stress(stress), dtype=torch.float32).view(1, 3, 3)}
+    extra = {}
+    if stress is not None or stress_field:
+        full = np.full((3, 3), np.nan) if stress is None else voigt_6_to_full_3x3_stress(stress)
+        extra["stress"] = torch.as_tensor(full, dtype=torch.float32)
     return data_cls(
         **extra,
         pos=torch.as_tensor(pos, dtype=torch.float32),
@@ -120,15 +124,19 @@ def write_pyg_lmdb(frames: Sequence[Atoms], path: str | Path, *, overwrite: bool
 
     Each frame becomes one ``Data`` with ``pos``, ``cell`` (1, 3, 3), ``atomic_numbers``,
     ``natoms``, ``tags``, ``fixed`` (1 under FixAtoms), ``pbc``, ``energy``, unconstrained
-    ``forces`` and ``sid``/``fid`` from ``atoms.info`` (default: frame index / 0). Positions are
-    wrapped into the cell as AtomsToGraphs does. ``metadata.npz`` is rewritten for the folder.
+    ``forces`` and ``sid``/``fid`` from ``atoms.info`` (default: frame index / 0), and ``stress``
+    (3, 3) when any frame has one (NaN in the frames without: one batch needs the same fields
+    in every item; reading back skips them). Positions are wrapped into the cell as
+    AtomsToGraphs does. ``metadata.npz`` is rewritten for the folder.
 
     All frames are validated before the file is touched; an existing file is only replaced
     with ``overwrite=True``; a partially written file is removed on error.
     """
     path = Path(path)
     cls = data_cls()
-    items = [_to_data(atoms, i, cls) for i, atoms in enumerate(frames)]
+    stress_field = any(a.calc is not None and a.calc.results.get("stress") is not None
+                       for a in frames)
+    items = [_to_data(atoms, i, cls, stress_field) for i, atoms in enumerate(frames)]
     values = [pickle.dumps(item, protocol=-1) for item in items]
     return safe_write(path, SUFFIX, [int(item.natoms) for item in items], overwrite,
                       lambda target: _put_all(target, values),
@@ -202,7 +210,7 @@ def _to_atoms(data: Any) -> Atoms:
     if forces is not None:
         results["forces"] = np.asarray(forces, dtype=float)
     stress = _field(data, "stress")
-    if stress is not None and results:
+    if stress is not None and results and not np.isnan(np.asarray(stress, dtype=float)).all():
         results["stress"] = full_3x3_to_voigt_6_stress(np.asarray(stress, dtype=float)
                                                        .reshape(3, 3))
     if results:

@@ -43,6 +43,7 @@ def test_loss_on_the_inputs_device(device: str) -> None:
     k = SUPPORT["num_bins"]
     logits = torch.randn(4, k).to(device)
     target = torch.softmax(torch.randn(4, k), -1).to(device)
+    natoms = torch.ones(4).to(device)
     with watch_devices(device) as elsewhere:
-        loss = CategoricalCrossEntropyLoss()(logits, target, torch.ones(4).to(device))
+        loss = CategoricalCrossEntropyLoss()(logits, target, natoms)
     assert elsewhere == [] and loss.device.type == device and loss.shape == (4,)

@@ -205,10 +205,11 @@ def test_lmdb_dataset_reads_it(frames: list[Atoms], tmp_path: Path) -> None:
 
 def test_stress_is_kept_as_atoms_to_graphs_stores_it(frames: list[Atoms], tmp_path: Path
                                                       ) -> None:
-    """A frame's stress goes in as AtomsToGraphs(r_stress) stores it, (1, 3, 3), and comes
+    """A frame's stress goes in as AtomsToGraphs(r_stress) stores it, (3, 3), and comes
     back as ASE's Voigt stress; a frame without stays without."""
     import torch
     from ase.calculators.singlepoint import SinglePointCalculator
+    from fairchem.core.common.data_parallel import data_list_collater
     from fairchem.core.preprocessing import AtomsToGraphs
 
     voigt = np.array([0.01, -0.02, 0.03, 0.004, -0.005, 0.006])
@@ -224,9 +225,12 @@ def test_stress_is_kept_as_atoms_to_graphs_stores_it(frames: list[Atoms], tmp_pa
     env.close()
     a2g = AtomsToGraphs(r_energy=True, r_forces=True, r_stress=True, r_edges=False)
     want = a2g.convert(with_stress).stress
-    assert stored.stress.shape == want.shape == (1, 3, 3)
+    assert stored.stress.shape == want.shape == (3, 3)
     torch.testing.assert_close(stored.stress, want.float())
-    assert "stress" not in plain.keys()
+    # the frame without: a NaN stress, so that fairchem's collater takes the two together
+    assert torch.isnan(plain.stress).all()
+    batch = data_list_collater([stored, plain], otf_graph=True)
+    assert batch.stress.shape == (6, 3)
     first, second = read_pyg_lmdb(path)
     np.testing.assert_allclose(first.calc.results["stress"], voigt, atol=1e-7)
     assert "stress" not in second.calc.results
