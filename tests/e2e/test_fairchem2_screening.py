@@ -17,7 +17,7 @@ from ase.io import read, write
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS, LBFGS
 
-from tests.conftest import CONFIGS, TINY_BACKBONE
+from tests.conftest import CONFIGS, TEST_SEED, TINY_BACKBONE
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def _train(config: str, train: Path, bins: Path, run_dir: Path, epochs: int,
            *extra: str) -> Path:
     from fairchem_categorical.app.jobs import train as train_job
 
-    return train_job(CONFIGS / config, str(train), str(train), bins, epochs, 0, run_dir,
+    return train_job(CONFIGS / config, str(train), str(train), bins, epochs, TEST_SEED, run_dir,
                      [*TINY_BACKBONE, "batch_size=4", "lr=3e-3", *extra])
 
 
