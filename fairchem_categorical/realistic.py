@@ -163,9 +163,11 @@ def generate_realistic_frames(
     *,
     workers: int | None = None,
     desc: str = "labelling",
+    first: int = 0,
     **recipe: Any,
 ) -> tuple[list[Atoms], dict[str, Any]]:
-    """Frames of systems ``0..n_systems-1`` and a summary (counts, dropped overlaps, cost).
+    """Frames of systems ``first..n_systems-1`` and a summary (counts, dropped overlaps,
+    cost).
 
     ``recipe`` takes :class:`SystemRecipe`'s fields (``bulks``, ``adsorbates``, ``facets``,
     ``frames_per_system``, ``rattle_scale``, ``kinds``, ``min_ab``, ...). Finished systems
@@ -174,6 +176,9 @@ def generate_realistic_frames(
     """
     if n_systems < 1:
         raise ValueError(f"n_systems must be >= 1, got {n_systems}")
+    if not 0 <= first < n_systems:
+        raise ValueError(f"need 0 <= first < n_systems, got first={first}, "
+                         f"n_systems={n_systems}")
     frames_per_system = recipe.get("frames_per_system", 6)
     if frames_per_system < 1:
         raise ValueError(f"frames_per_system must be >= 1, got {frames_per_system}")
@@ -191,12 +196,12 @@ def generate_realistic_frames(
         if key in recipe and not isinstance(recipe[key], str):
             recipe[key] = tuple(recipe[key])
     system = SystemRecipe(seed=seed, labeller=_as_labeller(labeller), kinds=kinds, **recipe)
-    results = run_resumable(system, range(n_systems), Path(cache_dir) / system.key(),
+    results = run_resumable(system, range(first, n_systems), Path(cache_dir) / system.key(),
                             workers=default_workers() if workers is None else workers,
                             desc=desc)
     frames = [f for r in results.values() for f in r["frames"]]
     seconds = [r["seconds"] for r in results.values()]
-    summary = {"labeller": system.labeller.name, "seed": seed, "systems": n_systems,
+    summary = {"labeller": system.labeller.name, "seed": seed, "systems": len(results),
                "frames": len(frames), "dropped_overlapping": sum(
                    r["overlapping"] for r in results.values()),
                "atoms_per_system": [r["natoms"] for r in results.values()],

@@ -179,3 +179,36 @@ def test_tiny_sevennet_set_equals_direct_labeller_calls(tmp_path):
     # a re-run reads the per-system cache and writes the same dataset
     again = make_realistic_dataset(tmp_path / "d", n_systems=2, seed=0, overwrite=True, **kw)
     _same_frames(frames, [f for p in again.values() for f in read_frames([p])])
+
+
+def _benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_uncertainty_benchmark_takes_a_made_dataset(tmp_path):
+    bench = _benchmark("uncertainty")
+    for name in ("train", "val", "test", "ood/adsorbates", "ood/elements", "ood/facets",
+                 "ood/hot"):
+        (tmp_path / name).mkdir(parents=True)
+    data = bench.given_data(tmp_path)
+    assert data["metal"] == tmp_path / "ood" / "elements"
+    assert data["facet"] == tmp_path / "ood" / "facets" and data["train"] == tmp_path / "train"
+    (tmp_path / "ood" / "hot").rmdir()
+    with pytest.raises(SystemExit, match="no ood/hot folder"):
+        bench.given_data(tmp_path)
+
+
+def test_make_dataset_writes_the_ood_splits_too(capsys, tmp_path):
+    code = cli.main(["make-dataset", "--systems", "3", "--ood-systems", "1",
+                     "--frames-per-system", "2", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    for name in ("train", "val", "test", "ood/adsorbates", "ood/metal", "ood/facet",
+                 "ood/hot"):
+        assert (tmp_path / name / "data.aselmdb").exists(), name
