@@ -159,7 +159,7 @@ def test_dataset_folders_are_split_by_system(tmp_path):
 @pytest.mark.skipif(not HAS_SEVENN, reason="the 'realistic' extra (sevenn) is not installed: "
                                            "pip install 'fairchem-categorical[realistic]'")
 def test_tiny_sevennet_set_equals_direct_labeller_calls(tmp_path):
-    kw = dict(labeller="sevennet:7net-0", frames_per_system=2, max_steps=3, workers=1,
+    kw = dict(labeller="sevennet:7net-0", frames_per_system=2, max_steps=3, workers=1, min_ab=5.0,
               splits={"train": 0.5, "test": 0.5})
     folders = make_realistic_dataset(tmp_path / "d", n_systems=2, seed=0, **kw)
     frames = [f for p in folders.values() for f in read_frames([p])]
