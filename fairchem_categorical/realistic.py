@@ -201,10 +201,12 @@ def generate_realistic_frames(
                             desc=desc)
     frames = [f for r in results.values() for f in r["frames"]]
     seconds = [r["seconds"] for r in results.values()]
+    natoms = [r["natoms"] for r in results.values()]
     summary = {"labeller": system.labeller.name, "seed": seed, "systems": len(results),
                "frames": len(frames), "dropped_overlapping": sum(
                    r["overlapping"] for r in results.values()),
-               "atoms_per_system": [r["natoms"] for r in results.values()],
+               "atoms_per_system": {"min": min(natoms), "mean": float(np.mean(natoms)),
+                                    "max": max(natoms)},
                "seconds_per_system": float(np.mean(seconds)),
                "seconds_per_frame": float(sum(seconds) / max(1, len(frames))),
                "recipe_key": system.key()}
@@ -228,7 +230,7 @@ def make_realistic_dataset(
 
     Cached per system under ``out_dir/.cache`` (a re-run after a kill resumes); the
     summary (labeller, frames, dropped overlapping frames, seconds per system and per
-    frame) goes to ``out_dir/realistic.json`` under the split names.
+    frame of one worker) goes to ``out_dir/realistic.json`` under the split names.
     """
     labeller = _as_labeller(labeller)  # an unknown name or a missing extra fails first
     paths = split_paths(out_dir, n_systems, splits, fmt, overwrite)
@@ -240,7 +242,7 @@ def make_realistic_dataset(
                  f"({summary['dropped_overlapping']} with overlapping atoms dropped; "
                  f"{summary['seconds_per_system']:.1f} s per system)")
     folders = write_by_system(frames, n_systems, seed, paths, fmt, overwrite, progress)
-    _record(Path(out_dir), {name: summary for name in folders})
+    _record(Path(out_dir), {", ".join(folders): summary})
     return folders
 
 
