@@ -226,7 +226,8 @@ def make_realistic_dataset(
     workers: int | None = None,
     **recipe: Any,
 ) -> dict[str, Path]:
-    """The realistic dataset: ``out_dir/<split>/`` folders (train/val/test by system).
+    """The realistic dataset: ``out_dir/<split>/`` folders (train/val/test by system; the
+    first split, train, holds every element of the others).
 
     Cached per system under ``out_dir/.cache`` (a re-run after a kill resumes); the
     summary (labeller, frames, dropped overlapping frames, seconds per system and per
@@ -241,7 +242,8 @@ def make_realistic_dataset(
         progress(f"{summary['frames']} frames of {n_systems} systems "
                  f"({summary['dropped_overlapping']} with overlapping atoms dropped; "
                  f"{summary['seconds_per_system']:.1f} s per system)")
-    folders = write_by_system(frames, n_systems, seed, paths, fmt, overwrite, progress)
+    folders = write_by_system(frames, n_systems, seed, paths, fmt, overwrite, progress,
+                              cover_elements=True)
     _record(Path(out_dir), {", ".join(folders): summary})
     return folders
 

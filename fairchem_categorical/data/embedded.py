@@ -325,21 +325,49 @@ def write_by_system(
     fmt: str,
     overwrite: bool,
     progress: Callable[[str], None] | None = None,
+    *,
+    cover_elements: bool = False,
 ) -> dict[str, Path]:
     """Write ``frames`` (``info["sid"]`` in 0..n_systems-1) to the splits of
-    :func:`split_paths`, whole systems per split, chosen by a permutation of ``seed``."""
+    :func:`split_paths`, whole systems per split, chosen by a permutation of ``seed``.
+
+    With ``cover_elements`` the first split (train) first takes, in permutation order, the
+    systems that bring an element it lacks, so that no other split holds an element the
+    training split never saw (that is what an unseen-elements OOD split is for).
+    """
     write = writer(fmt)
-    perm = np.random.default_rng(seed).permutation(n_systems)
+    perm = [int(s) for s in np.random.default_rng(seed).permutation(n_systems)]
     counts = _split_counts(n_systems, {name: frac for name, (frac, _) in paths.items()})
+    if cover_elements:
+        perm = _covering_order(perm, frames, next(iter(counts.values())))
     start = 0
     for name, count in counts.items():
-        sids = {int(s) for s in perm[start : start + count]}
+        sids = set(perm[start : start + count])
         start += count
         chosen = [f for f in frames if f.info["sid"] in sids]
         write(chosen, paths[name][1], overwrite=overwrite)
         if progress is not None:
             progress(f"wrote {len(chosen)} frames ({count} systems) to {paths[name][1]}")
     return {name: path.parent for name, (_, path) in paths.items()}
+
+
+def _covering_order(perm: list[int], frames: Sequence[Atoms], first: int) -> list[int]:
+    """``perm`` reordered so that its first ``first`` systems hold every element of all
+    systems, where that many can (greedy, in permutation order; otherwise unchanged)."""
+    elements: dict[int, set[str]] = {s: set() for s in perm}
+    for f in frames:
+        elements[f.info["sid"]].update(f.get_chemical_symbols())
+    seen: set[str] = set()
+    cover = []
+    for sid in perm:
+        if elements[sid] - seen:
+            cover.append(sid)
+            seen |= elements[sid]
+    if len(cover) > first:
+        return perm
+    rest = [s for s in perm if s not in cover]
+    head = [s for s in perm if s in cover or s in rest[: first - len(cover)]]
+    return head + [s for s in perm if s not in head]
 
 
 def make_ood_datasets(

@@ -212,3 +212,18 @@ def test_make_dataset_writes_the_ood_splits_too(capsys, tmp_path):
     for name in ("train", "val", "test", "ood/adsorbates", "ood/metal", "ood/facet",
                  "ood/hot"):
         assert (tmp_path / name / "data.aselmdb").exists(), name
+
+
+def test_the_training_split_holds_every_element_of_the_others():
+    from ase import Atoms
+
+    from fairchem_categorical.data.embedded import _covering_order
+
+    symbols = {0: "CuO", 1: "Cu", 2: "PtO", 3: "CuH", 4: "Cu", 5: "PtH"}
+    frames = [Atoms(s, info={"sid": sid}) for sid, s in symbols.items()]
+    perm = [1, 4, 0, 3, 2, 5]  # its first four lack Pt
+    order = _covering_order(perm, frames, first=4)
+    assert order == [1, 0, 3, 2, 4, 5]  # the systems that bring an element, in perm order
+    train = {e for sid in order[:4] for e in Atoms(symbols[sid]).get_chemical_symbols()}
+    assert train == {"Cu", "O", "H", "Pt"}
+    assert _covering_order(perm, frames, first=3) == perm  # cannot cover: unchanged
