@@ -29,7 +29,13 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from fairchem_categorical import ocdata
-from fairchem_categorical.data.bulks import BULKS, OOD_BULKS, bulk_atoms, fit_volume
+from fairchem_categorical.data.bulks import (
+    BULKS,
+    OOD_BULKS,
+    bulk_atoms,
+    bulk_elements,
+    fit_volume,
+)
 from fairchem_categorical.data.embedded import split_paths, write_by_system
 from fairchem_categorical.data.labellers import Labeller, labeller
 from fairchem_categorical.data.resumable import default_workers, run_resumable
@@ -196,6 +202,12 @@ def generate_realistic_frames(
         if key in recipe and not isinstance(recipe[key], str):
             recipe[key] = tuple(recipe[key])
     system = SystemRecipe(seed=seed, labeller=_as_labeller(labeller), kinds=kinds, **recipe)
+    known = system.labeller.elements
+    beyond = [b for b in system.bulks if known is not None and bulk_elements(b) - known]
+    if beyond:
+        raise ValueError(f"the labeller {system.labeller.name} has no parameters for the "
+                         f"elements of the bulks {', '.join(beyond)}; pass bulks= of "
+                         f"{', '.join(sorted(known))} alone")
     results = run_resumable(system, range(first, n_systems), Path(cache_dir) / system.key(),
                             workers=default_workers() if workers is None else workers,
                             desc=desc)

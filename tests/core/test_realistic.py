@@ -118,6 +118,9 @@ def test_high_index_facets_and_hot_rattles(tmp_path):
     assert all(f.info["kind"] == "rattle" for f in frames)
     with pytest.raises(ValueError, match="facets must be one of"):
         generate_realistic_frames(1, tmp_path, facets="kinked", **FAST)
+    with pytest.raises(ValueError, match="the labeller emt has no parameters for the "
+                                         "elements of the bulks Rh, Ir, Co, Zn, Fe, "):
+        generate_realistic_frames(1, tmp_path, labeller="emt")
     with pytest.raises(ValueError, match="unknown bulk 'Unobtainium'"):
         generate_realistic_frames(1, tmp_path, **{**FAST, "bulks": ("Unobtainium",)})
 
