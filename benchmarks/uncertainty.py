@@ -401,7 +401,8 @@ def run(out: Path, epochs: int, seeds: int, members: int, n_systems: int, ood_sy
         list(pool.map(launch, tasks))
     results = aggregate(out, seeds, members)
     results["_meta"] = {"epochs": epochs, "seeds": seeds, "members": members,
-                        "n_systems": n_systems, "ood_systems": ood_systems, "workers": workers,
+                        "n_systems": None if given else n_systems,
+                        "ood_systems": None if given else ood_systems, "workers": workers,
                         "data": str(given or "embedded (EMT)"),
                         "structures": sizes, "seconds": time.time() - t0,
                         "machine": f"{_cpu()}, {os.cpu_count()} cores, {platform.machine()}",
