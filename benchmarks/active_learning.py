@@ -11,6 +11,11 @@ every categorical (re)training is followed by fit-uncertainty (the labelled set,
 calibrated on the held-out set), so the selection uses ``energy_uncertainty`` (histogram +
 feature distance). Writes ``active_learning.md`` (per-round table + reference calls saved
 at equal held-out error) and ``active_learning.png`` (held-out MAE vs reference calls).
+
+``--labeller sevennet:7net-0`` runs the same on the realistic set (OC20-like systems of
+``fairchem_categorical.realistic``, labelled, and the pool's picks labelled, by SevenNet-0);
+its labelling is cached in ``--work``/labelled (a re-run reuses it). Its bulks hold more
+elements than 16 start systems may cover: check ``out_of_support.json`` in the runs.
 """
 
 from __future__ import annotations
@@ -49,14 +54,28 @@ TINY = ["backbone.sphere_channels=16", "backbone.hidden_channels=16",
         "backbone.num_distance_basis=32", "batch_size=4", "lr=3e-3"]
 
 
-def frames(first: int, n: int, per: int, seed: int = 0) -> list:
-    """Systems first..first+n-1 of the embedded generator's stream ``seed``."""
-    all_frames = generate_frames(n_systems=first + n, frames_per_system=per, seed=seed)
+def frames(first: int, n: int, per: int, seed: int = 0, labeller: str = "emt",
+           cache: Path | None = None) -> list:
+    """Systems first..first+n-1 of the generator's stream ``seed``: the embedded one for
+    ``emt``, else the realistic one with that labeller (cached in ``cache``)."""
+    if labeller == "emt":
+        all_frames = generate_frames(n_systems=first + n, frames_per_system=per, seed=seed)
+    else:
+        from fairchem_categorical.realistic import generate_realistic_frames
+
+        all_frames, _ = generate_realistic_frames(first + n, cache, seed, labeller,
+                                                  frames_per_system=per, first=first)
     return [f for f in all_frames if f.info["sid"] >= first]
 
 
+def reference_calculator(labeller: str):
+    """The calculator that labels the pool's picks: EMT, or the realistic set's labeller."""
+    from fairchem_categorical.data.labellers import labeller as named
+
+    return named(labeller)()
+
+
 def main() -> None:
-    from ase.calculators.emt import EMT
     from ase.io import write
 
     from fairchem_categorical.data import convert
@@ -75,6 +94,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--margin", type=float, default=1.0,
                    help="fit-bins margin (fraction of the start set's range on each side)")
+    p.add_argument("--labeller", default="emt",
+                   help="emt (the embedded set) or sevennet:7net-0 (the realistic set)")
     p.add_argument("--summarize", type=Path, nargs="+", metavar="DIR",
                    help="no training: combine the active_learning.json of earlier runs (one "
                         "per seed) into --out/active_learning_seeds.{md,png}")
@@ -90,9 +111,10 @@ def main() -> None:
     # no amount of labelling fixes; the wider margin leaves room for what the pool brings
     # (out_of_support.json in each run says how many targets were clamped)
     start_systems = 16
-    train = frames(0, start_systems, 2)
-    pool = frames(start_systems, 12, 6)
-    heldout = frames(0, 10, 4, seed=1000)
+    data = dict(labeller=args.labeller, cache=work / "labelled")
+    train = frames(0, start_systems, 2, **data)
+    pool = frames(start_systems, 12, 6, **data)
+    heldout = frames(0, 10, 4, seed=1000, **data)
     for atoms in pool:
         atoms.calc = None
     write(work / "heldout.extxyz", heldout)
@@ -118,7 +140,8 @@ def main() -> None:
         say(f"== {name}")
         learner = categorical(name, round0)
         runs[name], _ = run_active_learning(
-            learner, train, pool, heldout, EMT(), args.rounds, args.per_round, name,
+            learner, train, pool, heldout, reference_calculator(args.labeller), args.rounds,
+            args.per_round, name,
             seed=args.seed, say=say, fitted=True)
         seconds[name] = round0_seconds + learner.train_seconds
     if args.members:
@@ -129,8 +152,9 @@ def main() -> None:
                                              args.seed * args.members + s, TINY)
                                for s in range(args.members)])
         ens_name = f"ensemble of {args.members} (disagreement)"
-        runs[ens_name], _ = run_active_learning(ens, train, pool, heldout, EMT(), args.rounds,
-                                                args.per_round, "uncertainty",
+        runs[ens_name], _ = run_active_learning(ens, train, pool, heldout,
+                                                reference_calculator(args.labeller),
+                                                args.rounds, args.per_round, "uncertainty",
                                                 seed=args.seed, say=say)
         seconds[ens_name] = ens.train_seconds
     report(runs, seconds, args, time.time() - start)

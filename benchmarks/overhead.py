@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--structures", type=int, default=16,
                     help="structures predicted per throughput repetition")
     ap.add_argument("--members", type=int, default=5, help="scalar ensemble size")
+    ap.add_argument("--data", type=Path,
+                    help="a dataset folder with train/val/test (e.g. the realistic one: "
+                         "make-dataset --labeller sevennet:7net-0; for the 1.10 line convert "
+                         "it to pyg-lmdb) instead of the embedded EMT set")
     ap.add_argument("--checkpoint", type=Path,
                     help="a trained categorical checkpoint for the throughput section (e.g. "
                          "one with the epistemic term fitted); default: built untrained")

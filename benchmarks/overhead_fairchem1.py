@@ -65,8 +65,14 @@ def size_overrides(kind: str, size: str) -> list[str]:
     return [*common, f"{b}hidden_channels={channels}", f"{b}lmax={lmax}", f"{b}mmax={lmax}"]
 
 
-def make_data(root: Path, say: Callable[[str], None]) -> dict[str, Path]:
+def make_data(root: Path, say: Callable[[str], None], given: Path | None = None
+              ) -> dict[str, Path]:
+    """The embedded set (10 systems), or the train/val/test folders of ``given`` (pyg-lmdb)."""
     from fairchem_categorical.data import make_dataset
+
+    if given is not None:
+        say(f"[data] the dataset in {given}")
+        return {name: given / name for name in ("train", "val", "test")}
 
     say(f"[data] embedded adsorbate+slab structures (pyg-lmdb) in {root}")
     return make_dataset(root / "data", n_systems=10, seed=0, overwrite=True, fmt="pyg-lmdb")
@@ -243,7 +249,7 @@ def item_load(data: dict[str, Path], root: Path, reps: int, say: Callable[[str],
 def run(args: Any, say: Callable[[str], None]) -> dict[str, Any]:
     root = Path(args.work or tempfile.mkdtemp(prefix="overhead_fc1_"))
     t0 = time.time()
-    data = make_data(root, say)
+    data = make_data(root, say, args.data)
     results: dict[str, Any] = {"line": LINE}
     if "steps" in args.sections:
         results["steps"] = steps(args.models, args.sizes, args.batch_size, args.reps,

@@ -69,8 +69,14 @@ def _import_fairchem() -> None:
     import fairchem_categorical.fairchem2  # noqa: F401  (registers heads, loss, dataset)
 
 
-def make_data(root: Path, say: Callable[[str], None]) -> dict[str, Path]:
+def make_data(root: Path, say: Callable[[str], None], given: Path | None = None
+              ) -> dict[str, Path]:
+    """The embedded set (10 systems), or the train/val/test folders of ``given`` (ASE-LMDB)."""
     from fairchem_categorical.data import make_dataset
+
+    if given is not None:
+        say(f"[data] the dataset in {given}")
+        return {name: given / name for name in ("train", "val", "test")}
 
     say(f"[data] embedded adsorbate+slab structures in {root}")
     return make_dataset(root / "data", n_systems=10, seed=0, overwrite=True)
@@ -393,7 +399,7 @@ def profile(kind: str, size: str, batch_size: int, device: str, data: dict[str, 
 def run(args: Any, say: Callable[[str], None]) -> dict[str, Any]:
     root = Path(args.work or tempfile.mkdtemp(prefix="overhead_fc2_"))
     t0 = time.time()
-    data = make_data(root, say)
+    data = make_data(root, say, args.data)
     results: dict[str, Any] = {"line": LINE}
     if "steps" in args.sections:
         results["steps"] = steps(args.models, args.sizes, args.batch_size, args.reps,

@@ -18,7 +18,10 @@ Data (``make-dataset``'s generator): ``--n-systems`` in-distribution systems spl
 system into train/val/test, and out-of-distribution splits that each change one thing
 (``data.OOD_SPLITS``): unseen adsorbates (N2, O2, CN, COH: seen elements), an unseen metal
 (Al, an element absent from training), a stepped facet (fcc211), hotter rattles (3x, the
-rattled frames only).
+rattled frames only). ``--data DIR`` takes a dataset made beforehand instead, e.g. the
+realistic one (``make-dataset --labeller sevennet:7net-0 --systems N --ood-systems M --out
+DIR``: OC20-like systems labelled by SevenNet-0, whose OOD splits are unseen adsorbates,
+unseen elements, high-index facets and hot rattles); its labelling is cached in DIR.
 
 Each model runs as its own task (a child process of this script, one torch thread each),
 ``--workers`` at a time. Tables (mean +- standard deviation over seeds) go to
@@ -315,13 +318,38 @@ def table(summary: dict[str, dict[str, tuple[float, float]]],
 
 # -- main -------------------------------------------------------------------------------------
 
-def prepare(out: Path, n_systems: int, ood_systems: int) -> None:
+#: The folders of a given dataset's OOD splits (``--data``), by this benchmark's names: the
+#: embedded set's names, or the realistic set's (``realistic.REALISTIC_OOD_SPLITS``).
+DATA_OOD = {"adsorbates": ("adsorbates",), "metal": ("metal", "elements"),
+            "facet": ("facet", "facets"), "hot": ("hot",)}
+
+
+def given_data(root: Path) -> dict[str, Path]:
+    """The splits of a dataset made by ``make-dataset --ood-systems``: root/{train,val,test}
+    and root/ood/<split>, named as this benchmark names them."""
+    data = {name: root / name for name in SPLITS}
+    for name, folders in DATA_OOD.items():
+        found = [root / "ood" / f for f in folders if (root / "ood" / f).is_dir()]
+        if not found:
+            raise SystemExit(f"--data {root}: no ood/{' or ood/'.join(folders)} folder "
+                             "(make it with make-dataset --ood-systems N)")
+        data[name] = found[0]
+    missing = [str(p) for p in data.values() if not p.is_dir()]
+    if missing:
+        raise SystemExit(f"--data {root}: missing {', '.join(missing)}")
+    return data
+
+
+def prepare(out: Path, n_systems: int, ood_systems: int, given: Path | None = None) -> None:
     from fairchem_categorical.bins import fit_bins_files, write_bins
     from fairchem_categorical.data import make_dataset, make_ood_datasets
 
-    data = make_dataset(out / "data", n_systems=n_systems, seed=0, splits=SPLITS,
-                        overwrite=True)
-    data.update(make_ood_datasets(out / "ood", n_systems=ood_systems, overwrite=True))
+    if given is not None:
+        data = given_data(given)
+    else:
+        data = make_dataset(out / "data", n_systems=n_systems, seed=0, splits=SPLITS,
+                            overwrite=True)
+        data.update(make_ood_datasets(out / "ood", n_systems=ood_systems, overwrite=True))
     write_bins(fit_bins_files([data["train"]]), out / "bins.yaml", [data["train"]])
     (out / "splits.json").write_text(json.dumps({k: str(v) for k, v in data.items()}))
 
@@ -337,14 +365,15 @@ def _cpu() -> str:
 
 
 def run(out: Path, epochs: int, seeds: int, members: int, n_systems: int, ood_systems: int,
-        workers: int) -> dict:
+        workers: int, given: Path | None = None) -> dict:
     from fairchem_categorical.data import read_frames
 
     t0, load_start = time.time(), os.getloadavg()
     out.mkdir(parents=True, exist_ok=True)
     (out / "tasks").mkdir(exist_ok=True)
-    _say(f"data: {n_systems} systems ({SPLITS}), OOD splits of {ood_systems} systems each")
-    prepare(out, n_systems, ood_systems)
+    _say(f"data: {given}" if given else
+         f"data: {n_systems} systems ({SPLITS}), OOD splits of {ood_systems} systems each")
+    prepare(out, n_systems, ood_systems, given)
     splits = json.loads((out / "splits.json").read_text())
     sizes = {k: len(read_frames([v])) for k, v in splits.items()}
     _say(f"structures per split: {sizes}")
@@ -372,7 +401,9 @@ def run(out: Path, epochs: int, seeds: int, members: int, n_systems: int, ood_sy
         list(pool.map(launch, tasks))
     results = aggregate(out, seeds, members)
     results["_meta"] = {"epochs": epochs, "seeds": seeds, "members": members,
-                        "n_systems": n_systems, "ood_systems": ood_systems, "workers": workers,
+                        "n_systems": None if given else n_systems,
+                        "ood_systems": None if given else ood_systems, "workers": workers,
+                        "data": str(given or "embedded (EMT)"),
                         "structures": sizes, "seconds": time.time() - t0,
                         "machine": f"{_cpu()}, {os.cpu_count()} cores, {platform.machine()}",
                         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -404,6 +435,10 @@ def main() -> None:
     ap.add_argument("--n-systems", type=int, default=80)
     ap.add_argument("--ood-systems", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2, help="models trained at once")
+    ap.add_argument("--data", type=Path,
+                    help="a dataset made by make-dataset --ood-systems N (e.g. the realistic "
+                         "one, --labeller sevennet:7net-0) instead of generating the embedded "
+                         "set; --n-systems and --ood-systems are then ignored")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: 2 seeds, 3 members, 20 systems, 3 epochs")
     ap.add_argument("--aggregate-only", action="store_true",
@@ -416,7 +451,7 @@ def main() -> None:
         results["_meta"] = json.loads((a.out / "results.json").read_text()).get("_meta", {})
     else:
         results = run(a.out, a.epochs, a.seeds, a.members, a.n_systems, a.ood_systems,
-                      a.workers)
+                      a.workers, a.data)
     text = (table(results["models"], ROWS) + "\n\nEpistemic methods of the categorical model "
             "(each with its own scale fitted on val, the temperature held):\n\n"
             + table(results["methods"], METHOD_ROWS) + f"\n\n{results['_meta']}\n")

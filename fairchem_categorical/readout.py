@@ -295,8 +295,12 @@ class ForceMagnitudeReadout(nn.Module):
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, force_support: dict[str, Any],
-                 prior_mean: float | None = None, eps: float = 1e-6) -> None:
+                 prior_mean: float | None = None, eps: float = 1e-6,
+                 direction_softening: float = 0.0) -> None:
         super().__init__()
+        if direction_softening < 0:
+            raise ValueError(f"direction_softening must be >= 0, got {direction_softening}")
+        self.direction_softening = float(direction_softening)
         self.support = HistogramSupport.from_spec(dict(force_support))
         self.signed = is_symmetric_force_support(self.support.low, self.support.high)
         if self.support.low < 0 and not self.signed:
@@ -321,8 +325,16 @@ class ForceMagnitudeReadout(nn.Module):
         """
         logits = self.magnitude_block(node_scalars)
         vector = vector.reshape(-1, 3)
-        unit = vector / vector.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+        norm = vector.norm(dim=-1, keepdim=True)
+        if self.direction_softening > 0:
+            # v / sqrt(|v|^2 + s^2): the force goes to 0 where v does, so the field stays
+            # continuous where the direction flips (v / |v| jumps there, and a relaxation
+            # stalls at a force of m on either side of the flip)
+            unit = vector / (norm.square() + self.direction_softening ** 2).sqrt()
+        else:
+            unit = vector / norm.clamp_min(self.eps)
         decoded = self.support.decode_with_uncertainty(logits)
+        scale = unit.norm(dim=-1)  # 1 for a unit direction; below 1 where v is softened
         return {"forces": decoded["mean"].unsqueeze(-1).to(unit.dtype) * unit,
-                "forces_std": decoded["std"], "forces_entropy": decoded["entropy"],
-                "logits": logits}
+                "forces_std": decoded["std"] * scale.to(decoded["std"].dtype),
+                "forces_entropy": decoded["entropy"], "logits": logits}

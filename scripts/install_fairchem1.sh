@@ -8,6 +8,9 @@
 set -euo pipefail
 VENV="${1:-.venv-fairchem1}"
 PY="${PYTHON:-python3}"
+# CONSTRAINTS: a pip constraints file (the versions the suite passed on); empty: newest
+c=()
+if [ -n "${CONSTRAINTS:-}" ]; then c=(-c "$CONSTRAINTS"); fi
 start=$(date +%s)
 step() { echo "[install_fairchem1 +$(( $(date +%s) - start ))s] $*"; }
 
@@ -16,11 +19,11 @@ step "creating $VENV"
 pip="$VENV/bin/pip"
 "$pip" install -q --upgrade pip "setuptools<81" wheel ninja
 step "fairchem-core 1.10.0 with its torch 2.4 (numpy<2, scipy<1.15: fairchem 1.10 imports sph_harm)"
-"$pip" install -q "fairchem-core==1.10.0" "numpy<2" "scipy<1.15"
+"$pip" install -q "${c[@]}" "fairchem-core==1.10.0" "numpy<2" "scipy<1.15"
 step "torch-scatter and torch-sparse from source (CPU only; ~15 min on 2 cores the first time)"
-FORCE_ONLY_CPU=1 MAX_JOBS="${MAX_JOBS:-2}" "$pip" install -q --no-build-isolation torch-scatter
-FORCE_ONLY_CPU=1 MAX_JOBS="${MAX_JOBS:-2}" "$pip" install -q --no-build-isolation torch-sparse
+FORCE_ONLY_CPU=1 MAX_JOBS="${MAX_JOBS:-2}" "$pip" install -q --no-build-isolation "${c[@]}" torch-scatter
+FORCE_ONLY_CPU=1 MAX_JOBS="${MAX_JOBS:-2}" "$pip" install -q --no-build-isolation "${c[@]}" torch-sparse
 step "this package with its test tools"
-"$pip" install -q -e ".[fairchem1,test]"
+"$pip" install -q "${c[@]}" -e ".[fairchem1,test]"
 "$VENV/bin/python" -c "import torch, torch_scatter, torch_sparse, fairchem.core; print('torch', torch.__version__)"
 step "done"

@@ -7,11 +7,24 @@ line's environment, and ``e2e/`` per file: each folder's conftest decides with
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
+# One outcome on any machine: the tests and every fairchem run they start use the same torch
+# thread count (summation order follows it), whatever the machine's core count. Set before
+# torch is imported; FAIRCHEM_CATEGORICAL_TEST_THREADS picks another count on purpose.
+TEST_THREADS = os.environ.get("FAIRCHEM_CATEGORICAL_TEST_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = TEST_THREADS
+# The training seed of the end-to-end runs (data seeds stay fixed): another value checks
+# that an outcome does not hang on one seed.
+TEST_SEED = int(os.environ.get("FAIRCHEM_CATEGORICAL_TEST_SEED", "0"))
 
-from tests.reference import fairchem_line
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.reference import fairchem_line  # noqa: E402
+
+torch.set_num_threads(int(TEST_THREADS))
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs" / "fairchem2"
@@ -27,7 +40,7 @@ def pytest_report_header(config) -> str:  # noqa: ANN001
     line = fairchem_line()
     other = {1: "fairchem2", 2: "fairchem1"}.get(line, "fairchem1 and fairchem2")
     return (f"fairchem-core line installed: {line}; the {other} adapter and end-to-end tests "
-            "are not collected here")
+            f"are not collected here; torch threads: {TEST_THREADS}; training seed: {TEST_SEED}")
 
 
 @pytest.fixture(scope="session")

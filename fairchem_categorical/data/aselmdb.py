@@ -49,6 +49,16 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
+def _queryable(value: Any) -> bool:
+    """Whether ASE's database takes ``value`` as a key-value pair: numbers, and strings
+    that do not read as numbers (a facet "111" stays in the row data only)."""
+    if isinstance(value, str):
+        from ase.db.core import str_represents
+
+        return not any(str_represents(value, t) for t in (bool, int, float))
+    return isinstance(value, (int, float))
+
+
 def _row(atoms: Atoms, where: str) -> tuple[Atoms, dict[str, Any], dict[str, Any]]:
     """A validated frame as (atoms with labels, key-value pairs, row data)."""
     energy, forces = labels(atoms, where)
@@ -66,7 +76,7 @@ def _row(atoms: Atoms, where: str) -> tuple[Atoms, dict[str, Any], dict[str, Any
     data = {str(k): plain(v) for k, v in atoms.info.items()
             if k not in _LABEL_KEYS and _jsonable(plain(v))}
     kvp = {k: plain(atoms.info[k]) for k in _KVP_KEYS
-           if k in atoms.info and isinstance(plain(atoms.info[k]), (str, int, float))}
+           if k in atoms.info and _queryable(plain(atoms.info[k]))}
     return clean, kvp, data
 
 

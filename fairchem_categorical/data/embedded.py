@@ -17,16 +17,15 @@ import numpy as np
 from ase import Atoms
 from ase.build import add_adsorbate, fcc100, fcc111, fcc211
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
-from ase.optimize import LBFGS
 
 from fairchem_categorical.data.common import check_one_dataset, format_suffix
 from fairchem_categorical.data.formats import writer
+from fairchem_categorical.data.sampling import relax_and_rattle
 
 __all__ = ["ADSORBATES", "DEFAULT_ADSORBATES", "DEFAULT_FACETS", "DEFAULT_METALS",
            "DEFAULT_SPLITS", "EMT_METALS", "FACETS", "OOD_SPLITS", "generate_frames",
-           "make_dataset", "make_ood_datasets"]
+           "make_dataset", "make_ood_datasets", "split_paths", "write_by_system"]
 
 #: fcc metals EMT has parameters for (EMT also knows H, C, N, O, used for adsorbates).
 EMT_METALS = ("Cu", "Pt", "Ni", "Pd", "Ag", "Au", "Al")
@@ -145,30 +144,6 @@ def _build_system(
     return atoms, meta
 
 
-def _labelled_frame(
-    template: Atoms,
-    positions: np.ndarray,
-    energy: float,
-    forces: np.ndarray,
-    info: dict[str, Any],
-) -> Atoms:
-    """A standalone frame carrying EMT labels in a SinglePointCalculator."""
-    frame = Atoms(
-        template.numbers,
-        positions=positions,
-        cell=template.get_cell(),
-        pbc=True,
-        tags=template.get_tags(),
-        constraint=[c.copy() for c in template.constraints],
-    )
-    # Wrap exactly as fairchem's AtomicData.from_ase does (eps=0), so stored positions equal
-    # the model inputs; energies and forces are invariant under wrapping.
-    frame.wrap(eps=0)
-    frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=np.array(forces))
-    frame.info.update(info)
-    return frame
-
-
 def _system_frames(
     sid: int,
     seed: int,
@@ -181,59 +156,8 @@ def _system_frames(
     """All frames of one system; its own RNG stream makes it independent of n_systems."""
     rng = np.random.default_rng([seed, sid])
     atoms, meta = _build_system(rng, metals, adsorbates, facets)
-    atoms.calc = EMT()
-    free = atoms.get_tags() != 0
-
-    # Record (positions, energy, raw forces) at every optimizer step; values are already cached.
-    traj: list[tuple[np.ndarray, float, np.ndarray]] = []
-
-    def record() -> None:
-        traj.append(
-            (
-                atoms.get_positions(),
-                atoms.get_potential_energy(),
-                atoms.get_forces(apply_constraint=False),
-            )
-        )
-
-    # LBFGS rather than BFGS: BFGS diagonalises its 3N x 3N Hessian every step, and once torch
-    # is imported (it is, via this package) numpy's threaded OpenBLAS eigh contends with
-    # torch's OpenMP threads, making generation 5-8x slower on 2 cores. LBFGS needs no BLAS.
-    opt = LBFGS(atoms, logfile=None)
-    opt.attach(record, interval=1)
-    opt.run(fmax=_FMAX, steps=_MAX_RELAX_STEPS)
-
-    # Quasi-Newton relaxations of EMT adsorbates can wander after reaching the minimum, so
-    # snapshots are spread from the start to the lowest-energy step (the "relaxed" frame).
-    best = int(np.argmin([e for _, e, _ in traj]))
-    n_relax = (frames_per_system + 1) // 2
-    relax_idx = np.unique(np.linspace(0, best, n_relax).round().astype(int))
-    n_rattle = frames_per_system - len(relax_idx)
-
-    base_info = {"sid": sid, **meta}
-    frames: list[Atoms] = []
-    for idx in relax_idx:
-        pos, energy, forces = traj[idx]
-        info = {**base_info, "fid": len(frames), "kind": "relax", "relax_step": int(idx)}
-        frames.append(_labelled_frame(atoms, pos, energy, forces, info))
-
-    for _ in range(n_rattle):
-        idx = int(rng.integers(len(traj)))
-        sigma = float(rng.uniform(0.02, 0.1)) * rattle_scale
-        pos = traj[idx][0].copy()
-        pos[free] += rng.normal(0.0, sigma, size=(int(free.sum()), 3))
-        atoms.set_positions(pos, apply_constraint=False)
-        energy = atoms.get_potential_energy()
-        forces = atoms.get_forces(apply_constraint=False)
-        info = {
-            **base_info,
-            "fid": len(frames),
-            "kind": "rattle",
-            "relax_step": idx,
-            "rattle_sigma": sigma,
-        }
-        frames.append(_labelled_frame(atoms, pos, energy, forces, info))
-    return frames
+    return relax_and_rattle(atoms, EMT(), rng, frames_per_system, {"sid": sid, **meta},
+                            rattle_scale=rattle_scale, max_steps=_MAX_RELAX_STEPS, fmax=_FMAX)
 
 
 def generate_frames(
@@ -340,6 +264,29 @@ def make_dataset(
     between train and test. Default fractions are 0.7/0.15/0.15 for train/val/test; each
     split gets at least one system. Deterministic for a given ``seed``.
     """
+    paths = split_paths(out_dir, n_systems, splits, fmt, overwrite)
+    frames = generate_frames(
+        n_systems=n_systems,
+        seed=seed,
+        frames_per_system=frames_per_system,
+        progress=progress,
+        rattle_scale=rattle_scale,
+        metals=metals,
+        adsorbates=adsorbates,
+        facets=facets,
+        kinds=kinds,
+    )
+    return write_by_system(frames, n_systems, seed, paths, fmt, overwrite, progress)
+
+
+def split_paths(
+    out_dir: str | Path,
+    n_systems: int,
+    splits: dict[str, float] | None,
+    fmt: str,
+    overwrite: bool,
+) -> dict[str, tuple[float, Path]]:
+    """Each split's (fraction, dataset file), checked before any slow generation."""
     splits = dict(DEFAULT_SPLITS if splits is None else splits)
     if not splits:
         raise ValueError("splits must name at least one split")
@@ -363,33 +310,64 @@ def make_dataset(
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True")
-    for path in paths.values():  # fail before the (slow) generation
+    for path in paths.values():
         if path.parent.is_dir():
             check_one_dataset(path)
-    write = writer(fmt)
+    writer(fmt)  # a missing format package fails now too
+    return {name: (splits[name], path) for name, path in paths.items()}
 
-    frames = generate_frames(
-        n_systems=n_systems,
-        seed=seed,
-        frames_per_system=frames_per_system,
-        progress=progress,
-        rattle_scale=rattle_scale,
-        metals=metals,
-        adsorbates=adsorbates,
-        facets=facets,
-        kinds=kinds,
-    )
-    perm = np.random.default_rng(seed).permutation(n_systems)
-    counts = _split_counts(n_systems, splits)
+
+def write_by_system(
+    frames: Sequence[Atoms],
+    n_systems: int,
+    seed: int,
+    paths: dict[str, tuple[float, Path]],
+    fmt: str,
+    overwrite: bool,
+    progress: Callable[[str], None] | None = None,
+    *,
+    cover_elements: bool = False,
+) -> dict[str, Path]:
+    """Write ``frames`` (``info["sid"]`` in 0..n_systems-1) to the splits of
+    :func:`split_paths`, whole systems per split, chosen by a permutation of ``seed``.
+
+    With ``cover_elements`` the first split (train) first takes, in permutation order, the
+    systems that bring an element it lacks, so that no other split holds an element the
+    training split never saw (that is what an unseen-elements OOD split is for).
+    """
+    write = writer(fmt)
+    perm = [int(s) for s in np.random.default_rng(seed).permutation(n_systems)]
+    counts = _split_counts(n_systems, {name: frac for name, (frac, _) in paths.items()})
+    if cover_elements:
+        perm = _covering_order(perm, frames, next(iter(counts.values())))
     start = 0
     for name, count in counts.items():
-        sids = {int(s) for s in perm[start : start + count]}
+        sids = set(perm[start : start + count])
         start += count
         chosen = [f for f in frames if f.info["sid"] in sids]
-        write(chosen, paths[name], overwrite=overwrite)
+        write(chosen, paths[name][1], overwrite=overwrite)
         if progress is not None:
-            progress(f"wrote {len(chosen)} frames ({count} systems) to {paths[name]}")
-    return {name: path.parent for name, path in paths.items()}
+            progress(f"wrote {len(chosen)} frames ({count} systems) to {paths[name][1]}")
+    return {name: path.parent for name, (_, path) in paths.items()}
+
+
+def _covering_order(perm: list[int], frames: Sequence[Atoms], first: int) -> list[int]:
+    """``perm`` reordered so that its first ``first`` systems hold every element of all
+    systems, where that many can (greedy, in permutation order; otherwise unchanged)."""
+    elements: dict[int, set[str]] = {s: set() for s in perm}
+    for f in frames:
+        elements[f.info["sid"]].update(f.get_chemical_symbols())
+    seen: set[str] = set()
+    cover = []
+    for sid in perm:
+        if elements[sid] - seen:
+            cover.append(sid)
+            seen |= elements[sid]
+    if len(cover) > first:
+        return perm
+    rest = [s for s in perm if s not in cover]
+    head = [s for s in perm if s in cover or s in rest[: first - len(cover)]]
+    return head + [s for s in perm if s not in head]
 
 
 def make_ood_datasets(

@@ -107,11 +107,13 @@ class CategoricalDirectForceHead(ForceMagnitudeReadout, HeadInterface):
         hidden_channels: int | None = None,
         prior_mean: float | None = None,
         eps: float = 1e-6,
+        direction_softening: float = 0.0,
         forces_key: str = "forces",
         logits_key: str = "force_magnitude",
     ) -> None:
         super().__init__(backbone.sphere_channels, _hidden(backbone, hidden_channels),
-                         force_support, prior_mean=prior_mean, eps=eps)
+                         force_support, prior_mean=prior_mean, eps=eps,
+                         direction_softening=direction_softening)
         self.direction = nn.Linear(backbone.sphere_channels, 1, bias=False)
         self.forces_key, self.logits_key = forces_key, logits_key
 

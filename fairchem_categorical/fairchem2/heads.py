@@ -98,9 +98,11 @@ class CategoricalDirectForceHead(ForceMagnitudeReadout, HeadInterface):
         logits_task: str = "force_magnitude",
         eps: float = 1e-6,
         prior_mean: float | None = None,
+        direction_softening: float = 0.0,
     ) -> None:
         super().__init__(backbone.sphere_channels, hidden_channels or backbone.hidden_channels,
-                         force_support, prior_mean=prior_mean, eps=eps)
+                         force_support, prior_mean=prior_mean, eps=eps,
+                         direction_softening=direction_softening)
         self.direction = SO3_Linear(backbone.sphere_channels, 1, lmax=1)
         self.forces_task, self.logits_task = forces_task, logits_task
 

@@ -81,6 +81,37 @@ def test_force_readout_magnitude_times_unit_direction() -> None:
     torch.testing.assert_close(rotated["forces"], out["forces"] @ rot.T, rtol=1e-5, atol=1e-5)
 
 
+def test_softened_direction_takes_the_force_to_zero_where_the_direction_flips() -> None:
+    """With v / |v| the force jumps from -m u to +m u as v passes through 0 (a relaxation
+    stalls at |F| = m there); with v / sqrt(|v|^2 + s^2) it passes through 0 continuously,
+    and far from the flip it is the unit direction's force."""
+    s = 0.1
+    hard = ForceMagnitudeReadout(4, 8, FORCE_SUPPORT, prior_mean=0.5)
+    soft = ForceMagnitudeReadout(4, 8, FORCE_SUPPORT, prior_mean=0.5, direction_softening=s)
+    _randomise(hard, 3)
+    soft.load_state_dict(hard.state_dict())
+    scalars = torch.randn(1, 4).expand(200, 4)
+    t = torch.linspace(-1.0, 1.0, 200).unsqueeze(-1)
+    vector = t * torch.tensor([[0.0, 0.0, 1.0]])  # v crosses 0 between t[99] and t[100]
+    m = float(hard.readout(scalars[:1], vector[-1:])["forces"].detach().norm())
+    assert m > 0.05  # a magnitude a relaxation to fmax 0.05 cannot pass
+    fz_hard = hard.readout(scalars, vector)["forces"][:, 2].detach()
+    fz_soft = soft.readout(scalars, vector)["forces"][:, 2].detach()
+    assert float(fz_hard.diff().abs().max()) == pytest.approx(2 * m, rel=1e-5)  # the jump
+    step = float(t[1] - t[0])
+    assert float(fz_soft.abs().min()) <= m * (step / 2) / s * (1 + 1e-5)  # |F| <= m |v| / s
+    assert float(fz_soft.diff().abs().max()) <= m * step / s * (1 + 1e-5)  # Lipschitz m/s
+    np.testing.assert_allclose(float(fz_soft[-1]), m / np.sqrt(1 + s**2), rtol=1e-5)
+    out = soft.readout(scalars[:2], torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
+    hist = hard.readout(scalars[:2], torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    # the std scales with the force: none where the force is softened away
+    np.testing.assert_allclose(out["forces_std"].detach(),
+                               hist["forces_std"].detach() * torch.tensor([1 / np.sqrt(1 + s**2),
+                                                                           0.0]), rtol=1e-5)
+    with pytest.raises(ValueError, match="direction_softening"):
+        ForceMagnitudeReadout(4, 8, FORCE_SUPPORT, direction_softening=-0.1)
+
+
 def test_energy_transform_state_refuses_another_transform() -> None:
     state = EnergyTransformState(ENERGY)
     saved = state.state_dict()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TEST_SEED
 
 pytestmark = pytest.mark.slow
 CONFIGS = REPO / "configs" / "fairchem1"
@@ -71,7 +71,7 @@ def _train_lines(config: str, data, bins, run_dir: Path, *overrides: str, epochs
                  ) -> tuple[Path, list[str]]:
     args = ["train", str(CONFIGS / config), "--train-data", str(data["train"]),
             "--val-data", str(data["val"]), "--max-epochs", str(epochs),
-            "--run-dir", str(run_dir), *FAST, *overrides]
+            "--run-dir", str(run_dir), "--seed", str(TEST_SEED), *FAST, *overrides]
     if bins is not None:
         args[4:4] = ["--bins", str(bins)]
     lines = _cli(*args)

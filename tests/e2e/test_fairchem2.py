@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CONFIGS, TINY_BACKBONE
+from tests.conftest import CONFIGS, TEST_SEED, TINY_BACKBONE
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,8 @@ def _train_lines(config: str, data: dict[str, Path], bins: Path, run_dir: Path
                  ) -> tuple[Path, list[str]]:
     lines = _cli("train", str(CONFIGS / config), "--train-data", str(data["train"]),
                  "--val-data", str(data["val"]), "--bins", str(bins), "--max-epochs",
-                 str(EPOCHS), "--run-dir", str(run_dir), *TINY_BACKBONE)
+                 str(EPOCHS), "--run-dir", str(run_dir), "--seed", str(TEST_SEED),
+                 *TINY_BACKBONE)
     ckpt = Path(lines[-1])  # the CLI's last line is the final checkpoint
     assert ckpt.name == "inference_ckpt.pt" and ckpt.is_file()
     return ckpt, lines

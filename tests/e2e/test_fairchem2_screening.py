@@ -17,7 +17,7 @@ from ase.io import read, write
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS, LBFGS
 
-from tests.conftest import CONFIGS, TINY_BACKBONE
+from tests.conftest import CONFIGS, TEST_SEED, TINY_BACKBONE
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +33,11 @@ def _small_slab(spec: str):
     return prepare_slab(getattr(build, facet)(metal, size=(2, 2, 3), vacuum=6.0))
 
 
-def emt_frames(slab, adsorbate: str, placements: int, rattles: int, seed: int) -> list:
+def emt_frames(slab, adsorbate: str, placements: int, rattles: int, seed: int,
+               calculator=EMT) -> list:
     """EMT-labelled frames along LBFGS relaxations of fairchem-data-oc placements, plus
-    rattles of the relaxed geometries (what the tiny models train on)."""
+    rattles of the relaxed geometries (what the tiny models train on); ``calculator``
+    (a factory) labels them instead of EMT where given."""
     from fairchem_categorical.fairchem2 import screening as tools
     from fairchem_categorical.screening import adsorbate_spec
 
@@ -45,7 +47,7 @@ def emt_frames(slab, adsorbate: str, placements: int, rattles: int, seed: int) -
     frames = []
     for start in starts:
         atoms = start.copy()
-        atoms.calc = EMT()
+        atoms.calc = calculator()
         traj = []
         opt = LBFGS(atoms, logfile=None)
         opt.attach(lambda a=atoms, t=traj: t.append(a.positions.copy()), interval=1)
@@ -57,7 +59,7 @@ def emt_frames(slab, adsorbate: str, placements: int, rattles: int, seed: int) -
         for pos in picks:
             frame = start.copy()
             frame.positions = pos
-            frame.calc = EMT()
+            frame.calc = atoms.calc
             e, f = frame.get_potential_energy(), frame.get_forces(apply_constraint=False)
             frame.calc = SinglePointCalculator(frame, energy=e, forces=f)
             frames.append(frame)
@@ -80,7 +82,7 @@ def _train(config: str, train: Path, bins: Path, run_dir: Path, epochs: int,
            *extra: str) -> Path:
     from fairchem_categorical.app.jobs import train as train_job
 
-    return train_job(CONFIGS / config, str(train), str(train), bins, epochs, 0, run_dir,
+    return train_job(CONFIGS / config, str(train), str(train), bins, epochs, TEST_SEED, run_dir,
                      [*TINY_BACKBONE, "batch_size=4", "lr=3e-3", *extra])
 
 
@@ -175,14 +177,14 @@ def test_screen_command_ranks_two_systems(screening_model, tmp_path):
     assert "send" in (out / "summary.md").read_text()
 
 
-def _emt_references(folder: Path) -> Path:
-    """EMT's per-atom gas references: half an O2 molecule."""
+def _emt_references(folder: Path, calculator=EMT) -> Path:
+    """EMT's (or ``calculator()``'s) per-atom gas references: half an O2 molecule."""
     import json
 
     from ase import Atoms
 
     o2 = Atoms("O2", positions=[(0, 0, 0), (0, 0, 1.21)], cell=[10, 10, 10])
-    o2.calc = EMT()
+    o2.calc = calculator()
     path = folder / "refs.json"
     path.write_text(json.dumps({"O": o2.get_potential_energy() / 2}))
     return path

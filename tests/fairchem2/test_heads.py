@@ -28,6 +28,7 @@ from tests.fairchem2.helpers import (
     small_frames,
     to_batch,
 )
+from tests.reference import assert_within, energy_float32_atol
 
 K = SUPPORT["num_bins"]
 # No neighbour-list truncation: the graph (and so the energy) is then a smooth function
@@ -78,7 +79,8 @@ def test_energy_head_decodes_logits_by_hand(conservative_out) -> None:
     expected_energy = natoms * (mu * ENERGY["std"] + ENERGY["mean"])
     expected_std = natoms * ENERGY["std"] * sd
     got = {k: v.detach().double().numpy() for k, v in out["energy"].items()}
-    np.testing.assert_allclose(got["energy"], expected_energy, rtol=1e-6)
+    bound = energy_float32_atol(natoms, {"support": SUPPORT, "energy": ENERGY})
+    assert_within(got["energy"], expected_energy, bound / 2, "energy")  # one float32 path
     np.testing.assert_allclose(got["energy_std"], expected_std, rtol=1e-5)
     entropy = -(p * np.log(p)).sum(-1)
     np.testing.assert_allclose(got["energy_entropy"], entropy, rtol=1e-5)
