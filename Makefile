@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS2)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	$(PY) -m pip install --quiet $(if $(CONSTRAINTS2),-c $(CONSTRAINTS2)) "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet $(if $(CONSTRAINTS2),-c $(CONSTRAINTS2)) -e ".[fairchem2,test]"
+	$(PY) -m pip install --quiet $(if $(CONSTRAINTS2),-c $(CONSTRAINTS2)) -e ".[fairchem2,realistic,test]"
 	touch $(STAMP)
 
 $(STAMP1): pyproject.toml scripts/install_fairchem1.sh $(CONSTRAINTS1)
