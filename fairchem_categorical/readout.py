@@ -326,15 +326,16 @@ class ForceMagnitudeReadout(nn.Module):
         logits = self.magnitude_block(node_scalars)
         vector = vector.reshape(-1, 3)
         norm = vector.norm(dim=-1, keepdim=True)
+        decoded = self.support.decode_with_uncertainty(logits)
+        std = decoded["std"]
         if self.direction_softening > 0:
             # v / sqrt(|v|^2 + s^2): the force goes to 0 where v does, so the field stays
             # continuous where the direction flips (v / |v| jumps there, and a relaxation
-            # stalls at a force of m on either side of the flip)
-            unit = vector / (norm.square() + self.direction_softening ** 2).sqrt()
+            # stalls at a force of m on either side of the flip); the std scales with it
+            shrink = norm / (norm.square() + self.direction_softening ** 2).sqrt()
+            unit = vector / norm.clamp_min(self.eps) * shrink
+            std = std * shrink.squeeze(-1).to(std.dtype)
         else:
             unit = vector / norm.clamp_min(self.eps)
-        decoded = self.support.decode_with_uncertainty(logits)
-        scale = unit.norm(dim=-1)  # 1 for a unit direction; below 1 where v is softened
         return {"forces": decoded["mean"].unsqueeze(-1).to(unit.dtype) * unit,
-                "forces_std": decoded["std"] * scale.to(decoded["std"].dtype),
-                "forces_entropy": decoded["entropy"], "logits": logits}
+                "forces_std": std, "forces_entropy": decoded["entropy"], "logits": logits}

@@ -133,6 +133,17 @@ def watch_devices(device: str) -> Iterator[list[tuple[str, str]]]:
         yield elsewhere
 
 
+def heads_outputs_on(device: str, heads: Any, data: Any, node: torch.Tensor) -> dict:
+    """Every head's outputs on ``node`` embeddings, asserting that none of their ops made a
+    tensor off ``device`` (both lines' heads take ``(data, {"node_embedding": node})``)."""
+    out: dict = {}
+    with watch_devices(device) as elsewhere:
+        for head in heads:
+            out.update(head(data, {"node_embedding": node}))
+    assert elsewhere == [], elsewhere
+    return out
+
+
 @functools.lru_cache(maxsize=4)
 def _frames(n_systems: int, frames_per_system: int) -> tuple[Atoms, ...]:
     return tuple(generate_frames(n_systems=n_systems, frames_per_system=frames_per_system,

@@ -11,7 +11,7 @@ import torch
 
 from fairchem_categorical.fairchem1.losses import CategoricalCrossEntropyLoss
 from tests.fairchem1.helpers import categorical_model, eqv2_backbone, esen_backbone
-from tests.reference import SUPPORT, watch_devices
+from tests.reference import SUPPORT, heads_outputs_on, watch_devices
 
 DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -28,11 +28,7 @@ def test_heads_on_the_inputs_device(device: str, direct: bool) -> None:
     channels = model.backbone.sphere_channels
     # l=0,1 coefficients that depend on the positions, so gradient forces exist
     node = torch.randn(5, 4, channels).to(device) + data["pos"].sum() * 0.1
-    out: dict[str, torch.Tensor] = {}
-    with watch_devices(device) as elsewhere:
-        for head in heads.values():
-            out.update(head(data, {"node_embedding": node}))
-    assert elsewhere == []
+    out = heads_outputs_on(device, heads.values(), data, node)
     assert {"energy", "energy_categorical", "forces"} <= set(out)
     for name, value in out.items():
         assert value.device.type == device, name

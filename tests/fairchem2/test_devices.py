@@ -15,7 +15,7 @@ import torch
 
 from fairchem_categorical.fairchem2.tasks import CategoricalLoss, HistogramDecoder
 from tests.fairchem2.helpers import SUPPORT, build_model
-from tests.reference import watch_devices
+from tests.reference import heads_outputs_on, watch_devices
 
 DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
 K = SUPPORT["num_bins"]
@@ -46,11 +46,7 @@ def test_heads_on_the_inputs_device(device: str, direct: bool) -> None:
     data = _batch(device)
     # l=0,1 node embeddings that depend on the positions, so conservative forces exist
     node = torch.randn(5, 4, 8).to(device) + data["pos"].sum() * 0.1
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    with watch_devices(device) as elsewhere:
-        for head in heads.values():
-            out.update(head(data, {"node_embedding": node}))
-    assert elsewhere == []
+    out = heads_outputs_on(device, heads.values(), data, node)
     assert {"energy", "energy_categorical", "forces"} <= set(out)
     for task, values in out.items():
         for name, value in values.items():
