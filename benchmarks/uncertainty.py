@@ -68,6 +68,11 @@ def _say(msg: str) -> None:
 
 # -- one task: train one model, fit its uncertainty, predict every split ----------------------
 
+def members_of(kind: str) -> int:
+    """``categorical`` -> 1 output layer; ``categorical_k4`` -> a shallow ensemble of 4."""
+    return int(kind.rsplit("_k", 1)[1]) if "_k" in kind else 1
+
+
 def run_task(out: Path, kind: str, seed: int, epochs: int) -> None:
     """Child process: train, (categorical) fit-uncertainty + calibrate, predict; pickle it."""
     import torch
@@ -80,13 +85,15 @@ def run_task(out: Path, kind: str, seed: int, epochs: int) -> None:
     data = json.loads((out / "splits.json").read_text())
     tag = f"{kind}_seed{seed}"
     t = time.time()
-    ckpt = train(CONFIGS / (CATEGORICAL if kind == "categorical" else SCALAR), data["train"],
+    categorical = kind.startswith("categorical")
+    shallow = [f"+heads.energy.num_members={members_of(kind)}"] if "_k" in kind else []
+    ckpt = train(CONFIGS / (CATEGORICAL if categorical else SCALAR), data["train"],
                  data["val"], bins=out / "bins.yaml", max_epochs=epochs, seed=seed,
-                 run_dir=out / "runs" / tag, overrides=BACKBONE)
+                 run_dir=out / "runs" / tag, overrides=BACKBONE + shallow)
     record: dict = {"kind": kind, "seed": seed, "train_seconds": time.time() - t,
                     "checkpoint": str(ckpt)}
     frames = {name: read_frames([data[name]]) for name in EVAL}
-    if kind == "categorical":
+    if categorical:
         t = time.time()
         fitted = out / "runs" / tag / "fitted.pt"
         record["calibration"] = fit_uncertainty(ckpt, [data["train"]], [data["val"]], fitted)
@@ -139,6 +146,32 @@ def score(preds: dict[str, list[StructurePrediction]]) -> dict[str, float]:
     return out
 
 
+def recalibrated_scores(preds: dict[str, list[StructurePrediction]]) -> dict[str, float]:
+    """Coverage and miscalibration of the predictive distribution after an isotonic
+    recalibration of its CDF fitted on the validation split (Kuleshov et al. 2018)."""
+    import torch
+
+    from fairchem_categorical.predictions import predictive_from_files
+    from fairchem_categorical.predictive import Recalibration
+    from fairchem_categorical.report.metrics import coverage_curve, miscalibration_area
+
+    val, test = (predictive_from_files(*_columns(preds[k])) for k in ("val", "test"))
+    if val is None:
+        return {}
+    y_val = torch.tensor([p.energy_target for p in preds["val"]], dtype=torch.float64)
+    test.recalibration = Recalibration.fit(val.raw_cdf(y_val).numpy())
+    y = np.array([p.energy_target for p in preds["test"]])
+
+    def interval(c: float) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = test.interval(c)
+        return lo.numpy(), hi.numpy()
+
+    levels, observed = coverage_curve(interval, y)
+    lo, hi = interval(0.9)
+    return {"miscalibration_area_recalibrated": miscalibration_area(levels, observed),
+            "energy_coverage90_recalibrated": float(np.mean((y >= lo) & (y <= hi)))}
+
+
 def method_scores(preds: dict[str, list[StructurePrediction]]) -> dict[str, dict[str, float]]:
     """Every epistemic method of a categorical model, its scale alpha fitted on val (T held)."""
     from fairchem_categorical.calibration import fit_predictive, retemper
@@ -184,9 +217,9 @@ def time_inference(out: Path, checkpoints: dict[tuple[str, int], str], repeats: 
     test = read_frames([json.loads((out / "splits.json").read_text())["test"]])
     units = {key: load_unit(path) for key, path in checkpoints.items()}
     for (kind, seed), path in checkpoints.items():
-        if kind == "categorical":
-            units[("unfitted", seed)] = load_unit(path)
-            units[("unfitted", seed)].head(CategoricalEnergyHead).epistemic.load(None)
+        if kind.startswith("categorical"):
+            units[(f"unfitted {kind}", seed)] = load_unit(path)
+            units[(f"unfitted {kind}", seed)].head(CategoricalEnergyHead).epistemic.load(None)
     best = dict.fromkeys(units, math.inf)
     for _ in range(repeats + 1):  # the first round warms up
         for key, unit in units.items():
@@ -203,27 +236,33 @@ def aggregate(out: Path, seeds: int, members: int) -> dict:
         with path.open("rb") as fh:
             rec = pickle.load(fh)
         tasks[(rec["kind"], rec["seed"])] = rec
-    per_seed: dict[str, list[dict[str, float]]] = {"categorical": [], "scalar": [],
-                                                   f"ensemble of {members} scalar": []}
+    shallow = sorted({members_of(k) for k, _ in tasks if k.startswith("categorical_k")})
+    cat_kinds = {"categorical": "categorical",
+                 **{f"categorical_k{k}": f"categorical, {k} output layers" for k in shallow}}
+    per_seed: dict[str, list[dict[str, float]]] = {
+        **{name: [] for name in cat_kinds.values()}, "scalar": [],
+        f"ensemble of {members} scalar": []}
     methods: list[dict[str, dict[str, float]]] = []
     scalar_train = np.mean([tasks[("scalar", s)]["train_seconds"]
                             for s in range(seeds + members - 1)])
     _say("timing inference, one model after another")
     ms = time_inference(out, {key: rec["checkpoint"] for key, rec in tasks.items()})
     for s in range(seeds):
-        cat = tasks[("categorical", s)]
-        per_seed["categorical"].append({
-            **score(cat["predictions"]),
-            # against the scalar model of the same seed, trained at the same time
-            "train_cost": cat["train_seconds"] / tasks[("scalar", s)]["train_seconds"],
-            "inference_cost": ms[("categorical", s)] / ms[("scalar", s)],
-            "inference_cost_epistemic": ms[("categorical", s)] / ms[("unfitted", s)],
-            "inference_ms": ms[("categorical", s)],
-            "fit_cost": cat["fit_seconds"] / cat["train_seconds"],
-            "train_seconds": cat["train_seconds"], "models": 1,
-            "temperature": cat["calibration"]["temperature"],
-            "alpha": cat["calibration"]["alpha"]})
-        methods.append(method_scores(cat["predictions"]))
+        for kind, name in cat_kinds.items():
+            cat = tasks[(kind, s)]
+            per_seed[name].append({
+                **score(cat["predictions"]), **recalibrated_scores(cat["predictions"]),
+                # against the scalar model of the same seed, trained at the same time
+                "train_cost": cat["train_seconds"] / tasks[("scalar", s)]["train_seconds"],
+                "inference_cost": ms[(kind, s)] / ms[("scalar", s)],
+                "inference_cost_epistemic": ms[(kind, s)] / ms[(f"unfitted {kind}", s)],
+                "inference_ms": ms[(kind, s)],
+                "fit_cost": cat["fit_seconds"] / cat["train_seconds"],
+                "train_seconds": cat["train_seconds"], "models": 1,
+                "temperature": cat["calibration"].get("predictive_temperature", math.nan),
+                "disagreement": cat["calibration"].get("disagreement", math.nan),
+                "alpha": cat["calibration"]["alpha"]})
+        methods.append(method_scores(tasks[("categorical", s)]["predictions"]))
         sc = tasks[("scalar", s)]
         per_seed["scalar"].append({**score(sc["predictions"]), "train_cost": 1.0,
                                    "inference_cost": 1.0,
@@ -264,6 +303,8 @@ ROWS = [
      "spearman_energy_uncertainty_per_atom", "{:.3f}"),
     ("Spearman per atom: energy_std (histogram only)", "spearman_energy_std_per_atom", "{:.3f}"),
     ("Spearman per atom: ood_score", "spearman_ood_score_per_atom", "{:.3f}"),
+    ("Spearman per atom: members' disagreement", "spearman_energy_disagreement_per_atom",
+     "{:.3f}"),
     ("Spearman per atom: natoms (trivial baseline)", "spearman_natoms_per_atom", "{:.3f}"),
     ("Spearman per structure: energy_uncertainty", "spearman_energy_uncertainty", "{:.3f}"),
     ("Spearman per structure: natoms (trivial baseline)", "spearman_natoms", "{:.3f}"),
@@ -278,8 +319,16 @@ ROWS = [
        "{:.3f}") for s in OOD],
     *[(f"energy MAE (eV/atom), {s}", f"mae_per_atom_{s}", "{:.4f}") for s in OOD],
     ("NLL (nats, energy in eV), energy_uncertainty", "energy_nll_uncertainty", "{:.3f}"),
+    ("CRPS (eV), predictive distribution", "energy_crps_uncertainty", "{:.4f}"),
     ("miscalibration area, energy_uncertainty", "miscalibration_area_uncertainty", "{:.3f}"),
     ("90% interval coverage, energy_uncertainty", "energy_coverage90_uncertainty", "{:.3f}"),
+    ("miscalibration area, + isotonic recalibration on val",
+     "miscalibration_area_recalibrated", "{:.3f}"),
+    ("90% interval coverage, + isotonic recalibration on val",
+     "energy_coverage90_recalibrated", "{:.3f}"),
+    ("predictive temperature (fitted on val)", "temperature", "{:.3g}"),
+    ("disagreement weight gamma (fitted on val)", "disagreement", "{:.3g}"),
+    ("epistemic scale alpha (fitted on val)", "alpha", "{:.3g}"),
     ("ENCE, energy_uncertainty", "ence_energy_uncertainty", "{:.3f}"),
     ("NLL of energy_std alone (histogram; ensemble: raw member std)", "energy_nll", "{:.3f}"),
     ("models trained", "models", "{:.0f}"),
@@ -365,7 +414,7 @@ def _cpu() -> str:
 
 
 def run(out: Path, epochs: int, seeds: int, members: int, n_systems: int, ood_systems: int,
-        workers: int, given: Path | None = None) -> dict:
+        workers: int, given: Path | None = None, shallow: tuple[int, ...] = ()) -> dict:
     from fairchem_categorical.data import read_frames
 
     t0, load_start = time.time(), os.getloadavg()
@@ -379,6 +428,7 @@ def run(out: Path, epochs: int, seeds: int, members: int, n_systems: int, ood_sy
     _say(f"structures per split: {sizes}")
     # categorical and scalar seed s side by side, so their cost ratio shares one load
     tasks = [t for s in range(seeds) for t in (("categorical", s), ("scalar", s))] + [
+        (f"categorical_k{k}", s) for s in range(seeds) for k in shallow] + [
         ("scalar", s) for s in range(seeds, seeds + members - 1)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -420,7 +470,8 @@ def main() -> None:
         ap = argparse.ArgumentParser()
         ap.add_argument("task")
         ap.add_argument("--out", type=Path, required=True)
-        ap.add_argument("--kind", choices=("categorical", "scalar"), required=True)
+        ap.add_argument("--kind", required=True,
+                        help="categorical, categorical_k<K> (K output layers) or scalar")
         ap.add_argument("--seed", type=int, required=True)
         ap.add_argument("--epochs", type=int, required=True)
         a = ap.parse_args()
@@ -439,6 +490,9 @@ def main() -> None:
                     help="a dataset made by make-dataset --ood-systems N (e.g. the realistic "
                          "one, --labeller sevennet:7net-0) instead of generating the embedded "
                          "set; --n-systems and --ood-systems are then ignored")
+    ap.add_argument("--shallow", type=int, nargs="*", default=[4],
+                    help="also train categorical shallow ensembles of these numbers of "
+                         "output layers (default 4; none: --shallow)")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: 2 seeds, 3 members, 20 systems, 3 epochs")
     ap.add_argument("--aggregate-only", action="store_true",
@@ -451,7 +505,7 @@ def main() -> None:
         results["_meta"] = json.loads((a.out / "results.json").read_text()).get("_meta", {})
     else:
         results = run(a.out, a.epochs, a.seeds, a.members, a.n_systems, a.ood_systems,
-                      a.workers, a.data)
+                      a.workers, a.data, tuple(k for k in a.shallow if k > 1))
     text = (table(results["models"], ROWS) + "\n\nEpistemic methods of the categorical model "
             "(each with its own scale fitted on val, the temperature held):\n\n"
             + table(results["methods"], METHOD_ROWS) + f"\n\n{results['_meta']}\n")

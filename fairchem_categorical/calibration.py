@@ -231,14 +231,20 @@ def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch
                    epistemic_std: np.ndarray | torch.Tensor | None = None,
                    temperature: float | None = None,
                    temperature_bounds: tuple[float, float] = (0.05, 20.0),
-                   alpha_bounds: tuple[float, float] = (1e-6, 1e3)) -> dict[str, float]:
-    """Temperature and/or epistemic scale minimising ``predictive_nll`` on held-out data.
+                   alpha_bounds: tuple[float, float] = (1e-6, 1e3),
+                   disagreement: float | None = None,
+                   disagreement_bounds: tuple[float, float] = (1e-6, 1e3)) -> dict[str, float]:
+    """The predictive distribution's scales minimising its NLL on held-out targets.
 
-    Without ``epistemic_std``: the temperature alone (alpha = 0). With it and a fixed
-    ``temperature``: alpha alone. With neither fixed: both at once. Returns
-    ``temperature`` (relative to the one ``probs`` were decoded with), ``alpha`` and the
-    mean NLL before (T = 1, alpha = 0) and after. Bounded L-BFGS on log T and log alpha,
-    from a few starting scales of alpha so the result does not hang on one start.
+    ``probs`` (B, K) or a shallow ensemble's (B, M, K) on ``centers`` (B, K), eV. The
+    distribution is ``predictive.PredictiveDistribution``: members re-tempered by T
+    (relative to the temperature ``probs`` came with), mixed, convolved with N(0, s^2),
+    s^2 = (TAIL_KERNEL_BINS w)^2 + gamma D + (alpha e)^2 (D the variance of the member
+    means at T, e ``epistemic_std``). Free: T unless ``temperature`` fixes it; gamma with
+    M > 1 members unless ``disagreement`` fixes it; alpha with ``epistemic_std``.
+    Returns ``temperature``, ``disagreement``, ``alpha`` and the mean NLL before (T = 1,
+    gamma = alpha = 0) and after. Bounded L-BFGS on the logs, from a few starting scales
+    so the result does not hang on one start.
     """
     from scipy.optimize import minimize
 
@@ -247,10 +253,12 @@ def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch
         raise ValueError("calibration needs a finite energy target for every structure")
     if len(y) < 2:
         raise ValueError(f"calibration needs at least 2 structures, got {len(y)}")
-    logits = logits_from_probs(probs)
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64))
+    p = p.unsqueeze(1) if p.dim() == 2 else p
+    logp = torch.log(p.clamp_min(1e-300))
     c = torch.as_tensor(np.asarray(centers, dtype=np.float64))
-    if logits.shape != c.shape or logits.shape[0] != len(y):
-        raise ValueError(f"probs {tuple(logits.shape)}, centers {tuple(c.shape)} and {len(y)} "
+    if p.dim() != 3 or (p.shape[0], p.shape[-1]) != tuple(c.shape) or p.shape[0] != len(y):
+        raise ValueError(f"probs {tuple(p.shape)}, centers {tuple(c.shape)} and {len(y)} "
                          "targets disagree")
     if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
@@ -263,41 +271,55 @@ def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch
         if e.shape != y.shape or not np.isfinite(e).all() or (e < 0).any():
             raise ValueError("epistemic_std must hold one finite value >= 0 per structure")
         e2 = torch.as_tensor(e) ** 2
-    log_t = (math.log(temperature_bounds[0]), math.log(temperature_bounds[1]))
-    log_a = (math.log(alpha_bounds[0]), math.log(alpha_bounds[1]))
-    fit_t, fit_a = temperature is None, epistemic_std is not None
-    if not (fit_t or fit_a):
-        raise ValueError("nothing to fit: a fixed temperature and no epistemic_std")
+    fit_t = temperature is None
+    fit_g = p.shape[1] > 1 and disagreement is None
+    fit_a = epistemic_std is not None
+    if not (fit_t or fit_g or fit_a):
+        raise ValueError("nothing to fit: a fixed temperature, one member and no "
+                         "epistemic_std")
+    fixed_g = 0.0 if disagreement is None else float(disagreement)
 
-    def full(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log T, log alpha) from the free parameters."""
+    def parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log T, gamma, alpha^2) from the free parameters."""
         i = 0
-        lt = x[0] if fit_t else torch.tensor(math.log(temperature or 1.0), dtype=x.dtype)
+        lt = x[i] if fit_t else torch.tensor(math.log(temperature or 1.0), dtype=x.dtype)
         i += fit_t
-        la = x[i] if fit_a else torch.tensor(-math.inf, dtype=x.dtype)
-        return lt, la
+        g = x[i].exp() if fit_g else torch.tensor(fixed_g, dtype=x.dtype)
+        i += fit_g
+        a2 = (2 * x[i]).exp() if fit_a else torch.tensor(0.0, dtype=x.dtype)
+        return lt, g, a2
+
+    def nll(lt: torch.Tensor, g: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
+        members = torch.softmax(logp / lt.exp(), dim=-1)
+        means = (members * c.unsqueeze(1)).sum(-1)
+        var = kernel2 + g * means.var(1, unbiased=False) + a2 * e2
+        return -smoothed_log_density(members.mean(1), left, width, var.sqrt(), yt).mean()
 
     def nll_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
         xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-        lt, la = full(xt)
-        q = torch.softmax(logits / lt.exp(), dim=-1)
-        var = kernel2 + (2 * la).exp() * e2
-        loss = -smoothed_log_density(q, left, width, var.sqrt(), yt).mean()
+        loss = nll(*parts(xt))
         loss.backward()
         return float(loss.detach()), xt.grad.numpy()
 
-    bounds = [log_t] * fit_t + [log_a] * fit_a
-    if fit_a:
-        # starts where the epistemic std is 1e-3, 1e-1 and 10 times the histogram's width
-        typical = float(np.median(np.sqrt(e2.numpy()) / width.numpy()).clip(1e-12))
-        starts = [np.array([0.0] * fit_t + [np.clip(math.log(f / typical), *log_a)])
-                  for f in (1e-3, 1e-1, 10.0)]
-    else:
-        starts = [np.array([0.0])]
+    bounds = ([(math.log(temperature_bounds[0]), math.log(temperature_bounds[1]))] * fit_t
+              + [tuple(math.log(b) for b in disagreement_bounds)] * fit_g
+              + [tuple(math.log(b) for b in alpha_bounds)] * fit_a)
+    # starts where each added std is 1e-3, 1e-1 and 10 times the histogram's width
+    w = width.numpy()
+    starts = []
+    for f in (1e-3, 1e-1, 10.0):
+        x0 = [0.0] * fit_t
+        if fit_g:
+            d = (p * c.unsqueeze(1)).sum(-1).var(1, unbiased=False).numpy()
+            x0.append(math.log(max(f**2 / max(float(np.median(d / w**2)), 1e-12), 1e-6)))
+        if fit_a:
+            typical = float(np.median(np.sqrt(e2.numpy()) / w).clip(1e-12))
+            x0.append(math.log(f / typical))
+        starts.append(np.clip(np.array(x0), [b[0] for b in bounds], [b[1] for b in bounds]))
     best = min((minimize(nll_and_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds)
                 for x0 in starts), key=lambda r: r.fun)
-    lt, la = full(torch.tensor(best.x, dtype=torch.float64))
-    q = torch.softmax(logits, dim=-1)
-    before = float(-smoothed_log_density(q, left, width, kernel2.sqrt(), yt).mean())
-    return {"temperature": float(lt.exp()), "alpha": float(la.exp()),
-            "nll_before": before, "nll_after": float(best.fun)}
+    lt, g, a2 = parts(torch.tensor(best.x, dtype=torch.float64))
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    before = float(nll(zero, zero, zero))
+    return {"temperature": float(lt.exp()), "disagreement": float(g),
+            "alpha": float(a2.sqrt()), "nll_before": before, "nll_after": float(best.fun)}

@@ -52,6 +52,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fairchem_categorical.predictive import PredictiveParams, Recalibration
+
 METHODS = ("mahalanobis", "mahalanobis_max", "mahalanobis_tied", "llpr")
 DEFAULT_METHOD = "mahalanobis_tied"
 STATE_VERSION = 1
@@ -313,6 +315,18 @@ class EpistemicState(nn.Module):
             "llpr": {"atom": llpr_atom, "structure": llpr},
         }
 
+    def predictive_params(self, method: str | None = None) -> PredictiveParams:
+        """The fitted scales of the predictive distribution with ``method``'s alpha (states
+        fitted before the predictive temperature and disagreement existed: 1 and 0)."""
+        p = (self.state.get("predictive") or {}).get(method or self.method) or {}
+        return PredictiveParams(temperature=float(p.get("temperature", 1.0)),
+                                disagreement=float(p.get("disagreement", 0.0)),
+                                alpha=self.alpha(method), power=float(p.get("power", 1.0)))
+
+    def recalibration(self, method: str | None = None) -> Recalibration | None:
+        p = (self.state.get("predictive") or {}).get(method or self.method) or {}
+        return Recalibration.from_dict(p.get("recalibration"))
+
     def alpha(self, method: str | None = None) -> float:
         return float(self.state["alpha"][method or self.method])
 
@@ -360,11 +374,14 @@ def read_head_state(state_dict: MutableMapping[str, Any], head: str) -> dict[str
 def write_head_state(state_dict: MutableMapping[str, Any], head: str,
                      temperature_factor: float | None = None,
                      epistemic: dict[str, Any] | None = None,
-                     alpha: dict[str, float] | None = None) -> float:
+                     alpha: dict[str, float] | None = None,
+                     predictive: dict[str, Any] | None = None) -> float:
     """Set the head's temperature (x ``temperature_factor``), fitted state and scales in place.
 
     Returns the head's temperature afterwards. ``epistemic`` replaces the fitted state;
-    ``alpha`` updates the scales of the (new or stored) state's methods.
+    ``alpha`` updates the scales of the (new or stored) state's methods; ``predictive``
+    each method's predictive temperature, disagreement weight and recalibration
+    (``{method: {"temperature", "disagreement", "recalibration"}}``).
     """
     prefixes = head_prefixes(state_dict, head)
     if not prefixes:
@@ -380,6 +397,19 @@ def write_head_state(state_dict: MutableMapping[str, Any], head: str,
         if state is None:
             raise ValueError("no fitted epistemic state to scale; run fit-uncertainty first")
         state = {**state, "alpha": {**state["alpha"], **alpha}}
+    if predictive is not None:
+        if state is None:
+            raise ValueError("no fitted epistemic state to calibrate; run fit-uncertainty "
+                             "first")
+        for method, p in predictive.items():  # checked before anything is written
+            if method not in METHODS:
+                raise ValueError(f"unknown epistemic method {method!r}; choose one of "
+                                 f"{METHODS}")
+            PredictiveParams(temperature=float(p.get("temperature", 1.0)),
+                             disagreement=float(p.get("disagreement", 0.0)),
+                             power=float(p.get("power", 1.0)))
+            Recalibration.from_dict(p.get("recalibration"))
+        state = {**state, "predictive": {**(state.get("predictive") or {}), **predictive}}
     for prefix in prefixes:
         # the head's support is shared by its submodules (logits_block.support): every copy
         # of the buffer in the state dict must agree, or the last one loaded wins

@@ -59,15 +59,22 @@ class HistogramLoss(nn.Module):
         self.num_targets += int(seen)
 
     def is_histogram(self, logits: torch.Tensor, target: torch.Tensor) -> bool:
-        return target.dim() == logits.dim() and target.shape[-1] == self.support.num_bins
+        return target.shape[-1] == self.support.num_bins and target.dim() in (
+            logits.dim(), logits.dim() - 1) and target.dim() >= 2
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.is_histogram(logits, target):
+        """Per-sample loss; ``logits`` (..., K), or (B, M, K) for a shallow ensemble of M
+        members with one target per sample (B): the mean of the members' own losses."""
+        members = logits.dim() == 3 and logits.shape[0] == target.shape[0] and (
+            target.dim() == 2 and target.shape[-1] == self.support.num_bins
+            or target.numel() == logits.shape[0])
+        head = logits[:, 0] if members else logits
+        if self.is_histogram(head, target) and target.dim() == head.dim():
             probs = target
             scalar = (target.float() * self.support.centers_like(target)).sum(-1)
         else:
-            lead = logits.shape[:-1]
+            lead = head.shape[:-1]
             if tuple(target.shape) not in (tuple(lead), (*lead, 1)):
                 raise ValueError(
                     f"targets of shape {tuple(target.shape)} match neither the logits' "
@@ -76,8 +83,13 @@ class HistogramLoss(nn.Module):
             scalar = target.reshape(lead)
             self._count(scalar, mask)
             probs = self.support.encode(scalar)
-        loss = self.ce_weight * soft_cross_entropy(logits, probs)
+        if members:
+            loss = self.ce_weight * soft_cross_entropy(
+                logits, probs.unsqueeze(1).expand_as(logits)).mean(1)
+        else:
+            loss = self.ce_weight * soft_cross_entropy(logits, probs)
         if self.l1_weight:
             decoded = self.support.mean(logits)
+            decoded = decoded.mean(1) if members else decoded
             loss = loss + self.l1_weight * (decoded - scalar.to(decoded.dtype)).abs()
         return loss

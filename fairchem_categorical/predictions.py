@@ -24,12 +24,17 @@ import numpy as np
 import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from fairchem_categorical.histogram import TAIL_KERNEL_BINS
+from fairchem_categorical.predictive import PredictiveDistribution
 from fairchem_categorical.targets import EnergyTransform, element_symbols
 
 CSV_COLUMNS = (
     "index", "sid", "natoms", "energy", "energy_std", "energy_entropy", "energy_edge_mass",
     "energy_low90", "energy_high90", "energy_target", "forces_mae",
     "forces_uncertainty_mean", "energy_uncertainty", "ood_score",
+    # the predictive distribution's kernel std (eV; with the histogram it rebuilds the
+    # distribution exactly) and a shallow ensemble's std of its members' energies (eV)
+    "energy_kernel_std", "energy_disagreement",
 )
 # elements of the structure the model's bins were never fitted on ("Au Pd"; empty: none,
 # or a model that does not record them): ``flag_unseen_elements``
@@ -58,10 +63,14 @@ class StructurePrediction:
     # the predicted energy histogram: bin centers in eV of total energy, probabilities
     energy_bin_centers: np.ndarray | None = None
     energy_probs: np.ndarray | None = None
+    # a shallow ensemble's member histograms (M, K) on the same centers, for joint samples
+    energy_member_probs: np.ndarray | None = None
     unseen_elements: str = ""
     # calibrated total-energy uncertainty (histogram + epistemic), eV; OOD score (unitless)
     energy_uncertainty: float = math.nan
     ood_score: float = math.nan
+    energy_kernel_std: float = math.nan
+    energy_disagreement: float = math.nan
     # per-atom epistemic score (higher = less like the training data)
     atom_ood_score: np.ndarray | None = None
     # other per-structure model outputs (e.g. every epistemic method's score), not in the CSV
@@ -91,9 +100,10 @@ class StructurePrediction:
 
 
 PER_STRUCTURE = ("energy_std", "energy_entropy", "energy_edge_mass", "energy_low90",
-                 "energy_high90", "energy_uncertainty", "ood_score")
+                 "energy_high90", "energy_uncertainty", "ood_score", "energy_kernel_std",
+                 "energy_disagreement")
 PER_ATOM = ("forces_std", "forces_entropy", "atom_ood_score")
-HISTOGRAM = ("energy_bin_centers", "energy_probs")
+HISTOGRAM = ("energy_bin_centers", "energy_probs", "energy_member_probs")
 
 
 def _voigt(stress: Any) -> np.ndarray:
@@ -269,7 +279,26 @@ def as_columns(preds: Sequence[StructurePrediction]
     if all(p.energy_probs is not None for p in preds):
         arrays["energy_bin_centers"] = np.stack([p.energy_bin_centers for p in preds])
         arrays["energy_probs"] = np.stack([p.energy_probs for p in preds])
+    if all(p.energy_member_probs is not None for p in preds):
+        arrays["energy_member_probs"] = np.stack([p.energy_member_probs for p in preds])
     return columns, arrays
+
+
+def predictive_from_files(columns: dict[str, np.ndarray], arrays: dict[str, np.ndarray]
+                          ) -> PredictiveDistribution | None:
+    """The predictive distribution the model predicted with, rebuilt from a prediction
+    file's histogram (NPZ: ``energy_member_probs`` or ``energy_probs``, and
+    ``energy_bin_centers``) and kernel std (CSV: ``energy_kernel_std``); None without a
+    histogram. Files from before the kernel column: the HL-Gauss kernel alone."""
+    if "energy_probs" not in arrays or "energy_bin_centers" not in arrays:
+        return None
+    probs = arrays.get("energy_member_probs", arrays["energy_probs"])
+    centers = np.asarray(arrays["energy_bin_centers"], dtype=np.float64)
+    kernel = np.asarray(columns.get("energy_kernel_std", np.full(len(centers), np.nan)),
+                        dtype=np.float64)
+    width = centers[:, 1] - centers[:, 0]
+    kernel = np.where(np.isfinite(kernel) & (kernel > 0), kernel, TAIL_KERNEL_BINS * width)
+    return PredictiveDistribution(np.asarray(probs, dtype=np.float64), centers, kernel)
 
 
 def write_predictions(preds: Sequence[StructurePrediction], out_csv: str | Path

@@ -18,24 +18,35 @@ from torch import nn
 
 from fairchem_categorical.epistemic import EpistemicState
 from fairchem_categorical.histogram import (
-    TAIL_KERNEL_BINS,
     HistogramSupport,
     SupportSpec,
+    moments,
     same_support,
 )
 from fairchem_categorical.logits import LocationScaleLogits
+from fairchem_categorical.predictive import (
+    PredictiveDistribution,
+    PredictiveParams,
+    kernel_variance,
+    member_probs,
+)
 from fairchem_categorical.targets import EnergyTransform, require_head_level
 
 INTERVAL = 0.9
 #: the designated epistemic outputs (``epistemic_outputs``); every method's scores come
 #: along as ``ood_<method>`` and ``epistemic_std_<method>``
 EPISTEMIC_OUTPUTS = ("energy_uncertainty", "ood_score", "atom_ood_score")
+#: how the epistemic score U enters the predictive variance (``PredictiveParams.power``) ->
+#: the output holding each method's epistemic std at alpha = 1 (eV): sqrt(U) for alpha^2 U,
+#: U for alpha^2 U^2 (a std linear in U: the distance grows like the error far out)
+EPISTEMIC_POWERS = {1.0: "epistemic_std", 2.0: "epistemic_linear_std"}
 
 
 def epistemic_items(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The epistemic outputs among a head's outputs (what ``predict_batch`` passes on)."""
     return {k: v for k, v in outputs.items()
-            if k in EPISTEMIC_OUTPUTS or k.startswith(("ood_", "epistemic_std_"))}
+            if k in EPISTEMIC_OUTPUTS
+            or k.startswith(("ood_", *(f"{key}_" for key in EPISTEMIC_POWERS.values())))}
 
 
 def mean_pool(x: torch.Tensor, batch: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
@@ -165,34 +176,68 @@ class CategoricalEnergyReadout(nn.Module):
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, support: dict[str, Any],
-                 energy: dict[str, Any]) -> None:
+                 energy: dict[str, Any], num_members: int = 1) -> None:
         super().__init__()
         require_head_level(dict(energy).get("level", "per_atom"))
+        if int(num_members) != num_members or num_members < 1:
+            raise ValueError(f"num_members must be an integer >= 1, got {num_members}")
         self.support = HistogramSupport.from_spec(dict(support))
         self.energy_transform = EnergyTransformState(dict(energy))
-        self.node_block = nn.Sequential(
+        # member 0 keeps the single head's parameter names (node_block, logits_block), so
+        # checkpoints from before the shallow ensemble load as its one member
+        self.node_block, self.logits_block = self._member(in_channels, hidden_channels)
+        self.members = nn.ModuleList(
+            nn.ModuleDict(dict(zip(("node_block", "logits_block"),
+                                   self._member(in_channels, hidden_channels), strict=True)))
+            for _ in range(int(num_members) - 1))
+        # fitted after training (fit-uncertainty); empty, and inert, until then
+        self.epistemic = EpistemicState()
+
+    def _member(self, in_channels: int, hidden_channels: int) -> tuple[nn.Module, nn.Module]:
+        """One output layer of the shallow ensemble: its own MLP on the shared node
+        features (randomly initialised, so members differ) and its own logits."""
+        node_block = nn.Sequential(
             nn.Linear(in_channels, hidden_channels), nn.SiLU(),
             nn.Linear(hidden_channels, hidden_channels), nn.SiLU(),
         )
         # binning-space targets are standardised: start at N(0, 1), the data's spread;
         # the location regresses eV (per atom), then is standardised by 1/std.
-        self.logits_block = LocationScaleLogits(
+        logits_block = LocationScaleLogits(
             hidden_channels, self.support, loc0=0.0, scale0=1.0,
             loc_gain=1.0 / self.energy_transform.spec.std)
-        # fitted after training (fit-uncertainty); empty, and inert, until then
-        self.epistemic = EpistemicState()
+        return node_block, logits_block
+
+    @property
+    def num_members(self) -> int:
+        return 1 + len(self.members)
+
+    def _blocks(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.node_block, self.logits_block)] + [
+            (m["node_block"], m["logits_block"]) for m in self.members]
 
     def system_logits(self, node_scalars: torch.Tensor, batch: torch.Tensor,
                       natoms: torch.Tensor) -> torch.Tensor:
-        return self.logits_block(mean_pool(self.node_block(node_scalars), batch, natoms))
+        """(B, K) logits of a single head; (B, M, K) of a shallow ensemble's M members."""
+        return self._member_logits(node_scalars, batch, natoms)[0]
+
+    def _member_logits(self, node_scalars: torch.Tensor, batch: torch.Tensor,
+                       natoms: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, member 0's per-atom hidden features, member 0's pooled features)."""
+        logits, first = [], None
+        for node_block, logits_block in self._blocks():
+            hidden = node_block(node_scalars)
+            pooled = mean_pool(hidden, batch, natoms)
+            logits.append(logits_block(pooled))
+            first = first or (hidden, pooled)
+        out = logits[0] if len(logits) == 1 else torch.stack(logits, dim=1)
+        return out, *first
 
     def energy_outputs(self, node_scalars: torch.Tensor, batch: torch.Tensor,
                        natoms: torch.Tensor, atomic_numbers: torch.Tensor
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(logits, ``decode``'s outputs plus, in eval mode, ``epistemic_outputs``)."""
-        hidden = self.node_block(node_scalars)
-        pooled = mean_pool(hidden, batch, natoms)
-        logits = self.logits_block(pooled)
+        logits, hidden, pooled = self._member_logits(node_scalars, batch, natoms)
         out = self.decode(logits, natoms)
         if self.training:
             # a training step moves the features the fitted statistics describe (fine-tuning
@@ -203,6 +248,31 @@ class CategoricalEnergyReadout(nn.Module):
                                               natoms))
         return logits, out
 
+    def predictive(self, logits: torch.Tensor, natoms: torch.Tensor,
+                   epistemic_score: torch.Tensor | None = None,
+                   offset: torch.Tensor | None = None) -> PredictiveDistribution:
+        """The predictive distribution of total energy (eV; + ``offset``, the references).
+
+        Before fit-uncertainty: the members' mixture smoothed by the HL-Gauss kernel. Once
+        fitted: re-tempered, widened by the members' disagreement and ``alpha^2 U`` and
+        recalibrated, with the scales ``calibrate`` fitted (see ``predictive``).
+        """
+        et = self.energy_transform.spec
+        ep = self.epistemic
+        params = ep.predictive_params() if ep.fitted else PredictiveParams()
+        members = member_probs(self.support.probs(logits).log(), params.temperature)
+        centers = self.support.centers_like(logits).double().expand(members.shape[0], -1)
+        dist = PredictiveDistribution(members, centers, 1.0)
+        var = kernel_variance(self.support.width, dist.disagreement_variance(),
+                              epistemic_score, params)
+        n = natoms.unsqueeze(-1)
+        offset = torch.zeros_like(natoms, dtype=torch.float64) if offset is None \
+            else offset.double()
+        centers_ev = et.to_energy(centers, n) + offset.unsqueeze(-1)
+        return PredictiveDistribution(members, centers_ev, et.spread_to_energy(var.sqrt(),
+                                                                               natoms),
+                                      ep.recalibration() if ep.fitted else None)
+
     @torch.no_grad()
     def epistemic_outputs(self, hidden: torch.Tensor, pooled: torch.Tensor,
                           logits: torch.Tensor, atomic_numbers: torch.Tensor,
@@ -211,12 +281,14 @@ class CategoricalEnergyReadout(nn.Module):
         """The designated uncertainty outputs, when the epistemic state is fitted.
 
         ``energy_uncertainty`` (B,): eV of total energy, the standard deviation of the
-        predictive distribution, the histogram convolved with a Gaussian of variance
-        ``(TAIL_KERNEL_BINS * width)^2 + alpha^2 U`` in binning units (U the structure's
-        epistemic score, alpha fitted on validation data by ``calibrate``);
-        ``ood_score`` (B,) = U and ``atom_ood_score`` (N,): higher = less like the
-        training data. Every fitted method's ``ood_<method>`` (B,) and
-        ``epistemic_std_<method>`` (eV at alpha = 1, for calibration) come along.
+        predictive distribution (``predictive``): the members' re-tempered mixture
+        convolved with a Gaussian of variance ``energy_kernel_std^2`` (eV^2) =
+        ``(TAIL_KERNEL_BINS w)^2 + gamma D + alpha^2 U`` in binning units (D the members'
+        variance of means, U the structure's epistemic score, the scales fitted on
+        validation data by ``calibrate``; U squared where the fit chose ``power`` 2);
+        ``ood_score`` (B,) = U and ``atom_ood_score`` (N,): higher = less like the training
+        data. Every fitted method's ``ood_<method>`` (B,) and its epistemic stds at alpha
+        = 1 (eV, ``EPISTEMIC_POWERS``, for calibration) come along.
         """
         ep = self.epistemic
         if ep.collector is not None:
@@ -228,47 +300,84 @@ class CategoricalEnergyReadout(nn.Module):
         out: dict[str, torch.Tensor] = {}
         for method, s in scores.items():
             out[f"ood_{method}"] = s["structure"]
-            out[f"epistemic_std_{method}"] = et.spread_to_energy(
-                s["structure"].clamp_min(0.0).sqrt(), natoms)
+            u = s["structure"].clamp_min(0.0)
+            for power, key in EPISTEMIC_POWERS.items():
+                out[f"{key}_{method}"] = et.spread_to_energy(u ** (power / 2), natoms)
         chosen = scores[ep.method]
-        kernel = TAIL_KERNEL_BINS * self.support.width
-        var = (self.support.std(logits).double() ** 2 + kernel**2
-               + ep.alpha() ** 2 * chosen["structure"].clamp_min(0.0))
-        out["energy_uncertainty"] = et.spread_to_energy(var.sqrt(), natoms)
+        dist = self.predictive(logits, natoms, chosen["structure"])
+        out["energy_uncertainty"] = dist.std()
+        out["energy_kernel_std"] = dist.kernel_std
         out["ood_score"] = chosen["structure"]
         out["atom_ood_score"] = chosen["atom"]
         return out
 
     def decode(self, logits: torch.Tensor, natoms: torch.Tensor) -> dict[str, torch.Tensor]:
-        """energy (eV, referenced, with grad), energy_std (eV), entropy (nats), edge mass."""
+        """energy (eV, referenced, with grad; a shallow ensemble's: the mean of its members'
+        means, so conservative forces stay one backward pass), energy_std (eV, of the
+        members' mixture), entropy (nats), edge mass; with members, ``energy_disagreement``
+        (eV, the std of their means) and the mutual information ``energy_entropy_epistemic``.
+        """
         et = self.energy_transform.spec
-        decoded = self.support.decode_with_uncertainty(logits)
-        energy = et.to_energy(decoded["mean"].double(), natoms)
+        if logits.dim() == 2:
+            decoded = self.support.decode_with_uncertainty(logits)
+            energy = et.to_energy(decoded["mean"].double(), natoms)
+            with torch.no_grad():
+                std = et.spread_to_energy(decoded["std"].double(), natoms)
+            return {"energy": energy, "energy_std": std, "energy_entropy": decoded["entropy"],
+                    "energy_edge_mass": decoded["edge_mass"]}
+        probs = self.support.probs(logits)
+        centers = self.support.centers_like(probs)
+        energy = et.to_energy((probs * centers).sum(-1).mean(1).double(), natoms)
         with torch.no_grad():
-            std = et.spread_to_energy(decoded["std"].double(), natoms)
-        return {"energy": energy, "energy_std": std, "energy_entropy": decoded["entropy"],
-                "energy_edge_mass": decoded["edge_mass"]}
+            dist = PredictiveDistribution(probs.detach(), centers.double().expand(
+                probs.shape[0], -1), 1.0)
+            mix = dist.probs
+            terms = dist.entropy_terms()
+            return {"energy": energy,
+                    "energy_std": et.spread_to_energy(moments(mix, dist.centers)[1], natoms),
+                    "energy_entropy": terms["total"].to(probs.dtype),
+                    "energy_entropy_epistemic": terms["epistemic"].to(probs.dtype),
+                    "energy_disagreement": et.spread_to_energy(
+                        dist.disagreement_variance().sqrt(), natoms),
+                    "energy_edge_mass": (mix[..., 0] + mix[..., -1]).to(probs.dtype)}
 
     @torch.no_grad()
     def histogram_in_ev(self, logits: torch.Tensor, natoms: torch.Tensor,
-                        offset: torch.Tensor) -> dict[str, torch.Tensor]:
+                        offset: torch.Tensor, epistemic_score: torch.Tensor | None = None
+                        ) -> dict[str, torch.Tensor]:
         """The predicted distribution on the eV axis of total energy (``offset``: refs).
 
-        ``energy_bin_centers``/``energy_probs`` per structure and the central
-        ``INTERVAL`` interval, for prediction files and calibration plots.
+        ``energy_bin_centers``/``energy_probs`` per structure and the central ``INTERVAL``
+        interval, for prediction files and calibration plots. Once the epistemic state is
+        fitted (``epistemic_score``: the structures' ``ood_score``), these are the
+        predictive distribution's (``predictive``): its re-tempered mixture, its
+        recalibrated interval, and ``energy_kernel_std`` (eV), which with the histogram
+        rebuilds it exactly. A shallow ensemble adds each member's histogram
+        (``energy_member_probs``, (B, M, K)) for joint samples.
         """
         et = self.energy_transform.spec
         offset = offset.double()
-        probs = self.support.probs(logits)
-        lo, hi = self.support.interval_of_probs(probs, INTERVAL)
-        centers = et.to_energy(self.support.centers_like(logits).double().expand_as(logits),
-                               natoms.unsqueeze(-1)) + offset.unsqueeze(-1)
-        return {
-            "energy_bin_centers": centers,
-            "energy_probs": probs,
-            "energy_low90": et.to_energy(lo.double(), natoms) + offset,
-            "energy_high90": et.to_energy(hi.double(), natoms) + offset,
-        }
+        if not self.epistemic.fitted:
+            probs = self.support.probs(logits)
+            out = {}
+            if probs.dim() == 3:
+                out["energy_member_probs"] = probs
+                probs = probs.mean(1)
+            lo, hi = self.support.interval_of_probs(probs, INTERVAL)
+            centers = et.to_energy(self.support.centers_like(probs).double().expand_as(probs),
+                                   natoms.unsqueeze(-1)) + offset.unsqueeze(-1)
+            return {**out,
+                    "energy_bin_centers": centers,
+                    "energy_probs": probs,
+                    "energy_low90": et.to_energy(lo.double(), natoms) + offset,
+                    "energy_high90": et.to_energy(hi.double(), natoms) + offset}
+        dist = self.predictive(logits, natoms, epistemic_score, offset)
+        lo, hi = dist.interval(INTERVAL)
+        out = {"energy_bin_centers": dist.centers, "energy_probs": dist.probs,
+               "energy_low90": lo, "energy_high90": hi, "energy_kernel_std": dist.kernel_std}
+        if dist.num_members > 1:
+            out["energy_member_probs"] = dist.members
+        return out
 
 
 def is_symmetric_force_support(low: float, high: float) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 from fairchem_categorical.app import checks, lines
 from fairchem_categorical.bins import read_bins
 from fairchem_categorical.predictions import StructurePrediction, as_columns, write_predictions
+from fairchem_categorical.readout import EPISTEMIC_POWERS
 
 Say = Callable[[str], None]
 
@@ -155,7 +156,7 @@ def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path
 def _calibrate(adapter: ModuleType, checkpoint: str | Path, val: Sequence[str | Path],
                out: str | Path, fit_temperature: bool | None, progress: Say | None,
                device: str) -> dict[str, float]:
-    from fairchem_categorical.calibration import fit_from_predictions, fit_predictive
+    from fairchem_categorical.calibration import fit_from_predictions
     from fairchem_categorical.epistemic import METHODS
     from fairchem_categorical.report.metrics import evaluate_predictions
 
@@ -176,22 +177,52 @@ def _calibrate(adapter: ModuleType, checkpoint: str | Path, val: Sequence[str | 
         factor = fit_from_predictions(preds)
         temperature = adapter.write(checkpoint, out, temperature_factor=factor)
     else:
-        probs = np.stack([p.energy_probs for p in preds])
+        # the predictive distribution's own scales (the decoded energy never sees them):
+        # temperature, the members' disagreement weight and alpha, jointly by the NLL
+        probs = np.stack([p.energy_probs if p.energy_member_probs is None
+                          else p.energy_member_probs for p in preds])
         centers = np.stack([p.energy_bin_centers for p in preds])
         targets = np.array([p.energy_target for p in preds])
-        held = None if fit_temperature else 1.0
-        fits = {m: fit_predictive(probs, centers, targets,
-                                  [p.extra[f"epistemic_std_{m}"] for p in preds],
-                                  temperature=held)
-                for m in METHODS}
-        factor = fits[state["method"]]["temperature"]
-        temperature = adapter.write(checkpoint, out, temperature_factor=factor,
-                                    alpha={m: f["alpha"] for m, f in fits.items()})
-        result = {"method": state["method"], "alpha": fits[state["method"]]["alpha"]}
+        fits = {m: best_predictive_fit(probs, centers, targets, preds, m) for m in METHODS}
+        factor = 1.0
+        # the predictions came re-tempered by the designated method's temperature
+        base = adapter_params(state, state["method"])["temperature"]
+        predictive = {m: {"temperature": base * f["temperature"],
+                          "disagreement": f["disagreement"], "power": f["power"]}
+                      for m, f in fits.items()}
+        temperature = adapter.write(checkpoint, out, alpha={m: f["alpha"]
+                                                            for m, f in fits.items()},
+                                    predictive=predictive)
+        chosen = fits[state["method"]]
+        result = {"method": state["method"], "alpha": chosen["alpha"],
+                  "predictive_temperature": predictive[state["method"]]["temperature"],
+                  "disagreement": chosen["disagreement"], "power": chosen["power"]}
     _, after = score(out)
     return {"temperature": temperature, "factor": factor, **result,
             **{f"{k}_before": before[k] for k in CALIBRATION_KEYS},
             **{f"{k}_after": after[k] for k in CALIBRATION_KEYS}}
+
+
+def best_predictive_fit(probs: np.ndarray, centers: np.ndarray, targets: np.ndarray,
+                        preds: Sequence[StructurePrediction], method: str) -> dict[str, float]:
+    """The predictive scales of ``method`` by validation NLL, for each way the epistemic
+    score U enters the variance (alpha^2 U, or alpha^2 U^2: a std linear in U); the
+    better likelihood's, with its ``power``."""
+    from fairchem_categorical.calibration import fit_predictive
+
+    fits = []
+    for power, key in EPISTEMIC_POWERS.items():
+        fit = fit_predictive(probs, centers, targets,
+                             [p.extra[f"{key}_{method}"] for p in preds])
+        fits.append({**fit, "power": power})
+    return min(fits, key=lambda f: f["nll_after"])
+
+
+def adapter_params(state: dict, method: str) -> dict[str, float]:
+    """A fitted state's stored predictive scales for ``method`` (1 and 0 before any)."""
+    p = (state.get("predictive") or {}).get(method) or {}
+    return {"temperature": float(p.get("temperature", 1.0)),
+            "disagreement": float(p.get("disagreement", 0.0))}
 
 
 def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],

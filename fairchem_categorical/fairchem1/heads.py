@@ -54,9 +54,10 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
         energy_key: str = "energy",
         logits_key: str = "energy_categorical",
         forces_key: str = "forces",
+        num_members: int = 1,
     ) -> None:
         super().__init__(backbone.sphere_channels, _hidden(backbone, hidden_channels),
-                         support, energy)
+                         support, energy, num_members=num_members)
         self.energy_key, self.logits_key, self.forces_key = energy_key, logits_key, forces_key
         self.gradient_forces = gradient_forces
         self.regress_forces = gradient_forces  # read by fairchem's conditional_grad

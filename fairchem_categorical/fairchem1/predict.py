@@ -166,9 +166,11 @@ def predict_batch(loaded: LoadedModel, batch, seed: int
     if head is not None:
         refs = head.energy_transform.spec.batch_references(
             batch.atomic_numbers, batch.batch, batch.natoms.numel())
-        extras.update({k: raw[k] for k in ("energy_std", "energy_entropy", "energy_edge_mass")})
+        extras.update({k: raw[k] for k in ("energy_std", "energy_entropy", "energy_edge_mass",
+                                           "energy_disagreement") if k in raw})
         extras.update(epistemic_items(raw))
-        extras.update(head.histogram_in_ev(raw[head.logits_key], batch.natoms, refs))
+        extras.update(head.histogram_in_ev(raw[head.logits_key], batch.natoms, refs,
+                                           raw.get("ood_score")))
     if loaded.force_head is not None:
         extras.update({k: raw[k] for k in ("forces_std", "forces_entropy")})
     return out, extras

@@ -59,15 +59,15 @@ def fit(checkpoint: str | Path, frames: Sequence, method: str = DEFAULT_METHOD,
 
 
 def write(checkpoint: str | Path, out: str | Path, temperature_factor: float | None = None,
-          epistemic: dict[str, Any] | None = None, alpha: dict[str, float] | None = None
-          ) -> float:
+          epistemic: dict[str, Any] | None = None, alpha: dict[str, float] | None = None,
+          predictive: dict[str, Any] | None = None) -> float:
     """A copy of ``checkpoint`` with the energy head's state updated; returns its temperature.
 
     See ``epistemic.write_head_state`` for the arguments.
     """
     ckpt = _load(checkpoint)
     temperatures = [write_head_state(ckpt["state_dict"], head, temperature_factor, epistemic,
-                                     alpha) for head in _energy_heads(ckpt)]
+                                     alpha, predictive) for head in _energy_heads(ckpt)]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out)

@@ -44,9 +44,10 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
         logits_task: str = "energy_categorical",
         forces_task: str = "forces",
         stress_task: str = "stress",
+        num_members: int = 1,
     ) -> None:
         super().__init__(backbone.sphere_channels, hidden_channels or backbone.hidden_channels,
-                         support, energy)
+                         support, energy, num_members=num_members)
         self.energy_task, self.logits_task = energy_task, logits_task
         self.forces_task, self.stress_task = forces_task, stress_task
         self.regress_config = backbone.regress_config

@@ -185,11 +185,12 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int,
         # what fairchem added to the head's (referenced) energy: the element references
         refs = energy - task.normalizer.denorm(head_out["energy"]).reshape(-1).double()
         extras.update({k: head_out[k] for k in ("energy_std", "energy_entropy",
-                                                "energy_edge_mass")})
+                                                "energy_edge_mass", "energy_disagreement")
+                       if k in head_out})
         extras.update(epistemic_items(head_out))
         logits = raw[energy_head.logits_task]["logits"]
         extras.update(energy_head.histogram_in_ev(logits, batch.natoms.to(refs.device),
-                                                  refs))
+                                                  refs, head_out.get("ood_score")))
     force_head = unit.head(CategoricalDirectForceHead)
     if force_head is not None:
         extras.update({k: raw[force_head.forces_task][k] for k in ("forces_std",

@@ -34,9 +34,16 @@ class HistogramDecoder(Normalizer):
         return tensor
 
     def denorm(self, normed_tensor: torch.Tensor) -> torch.Tensor:
-        if normed_tensor.dim() < 2 or normed_tensor.shape[-1] != self.support.num_bins:
-            return normed_tensor
-        return self.support.mean(normed_tensor)
+        """Logits (B, K) -> their mean; a shallow ensemble's (B, M, K) or flattened
+        (B, M * K) -> the mean of the members' means (what the head decodes)."""
+        k = self.support.num_bins
+        x = normed_tensor
+        if x.dim() < 2 or x.shape[-1] % k:
+            return x
+        if x.dim() == 2 and x.shape[-1] > k:
+            x = x.reshape(x.shape[0], -1, k)
+        mean = self.support.mean(x)
+        return mean.mean(1) if x.dim() == 3 else mean
 
 
 @registry.register_loss("categorical")
@@ -79,6 +86,9 @@ class CategoricalLoss(DDPMTLoss):
                 f"and mask {tuple(mult_mask.shape)} disagree on the number of samples"
             )
         mask = mult_mask.reshape(input.shape[0], -1).all(-1)
+        k = self.loss_fn.support.num_bins
+        if input.dim() == 2 and input.shape[-1] > k and input.shape[-1] % k == 0:
+            input = input.reshape(input.shape[0], -1, k)  # a shallow ensemble's members
         if not self.loss_fn.is_histogram(input, target):
             target = target.reshape(input.shape[0])
         # Masked-out samples carry inf placeholders from fairchem's collater.

@@ -71,8 +71,8 @@ def fit(checkpoint: str | Path, frames: Sequence, method: str = DEFAULT_METHOD,
 
 
 def write(checkpoint: str | Path, out: str | Path, temperature_factor: float | None = None,
-          epistemic: dict[str, Any] | None = None, alpha: dict[str, float] | None = None
-          ) -> float:
+          epistemic: dict[str, Any] | None = None, alpha: dict[str, float] | None = None,
+          predictive: dict[str, Any] | None = None) -> float:
     """A copy of ``checkpoint`` with the energy head's state updated; returns its temperature.
 
     See ``epistemic.write_head_state`` for the arguments.
@@ -82,7 +82,8 @@ def write(checkpoint: str | Path, out: str | Path, temperature_factor: float | N
     for head in _energy_heads(ckpt):
         for state in (ckpt.model_state_dict, ckpt.ema_state_dict):
             if state:
-                t = write_head_state(state, head, temperature_factor, epistemic, alpha)
+                t = write_head_state(state, head, temperature_factor, epistemic, alpha,
+                                     predictive)
                 temperature = t if temperature is None else temperature
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import torch
 from scipy import stats
 
 from fairchem_categorical import histogram
+from fairchem_categorical.predictions import predictive_from_files
 
 DEFAULT_FRACTIONS = np.linspace(0.0, 0.9, 10)
 DEFAULT_LEVELS = np.arange(0.1, 1.0, 0.1)
@@ -355,6 +356,7 @@ METRIC_KEYS = (
     "forces_mae", "forces_cosine",
     "spearman_energy_std", "spearman_energy_entropy",
     "spearman_energy_std_per_atom", "spearman_energy_entropy_per_atom",
+    "spearman_energy_disagreement_per_atom",
     "spearman_forces_std", "spearman_forces_entropy",
     "rejection_auc_ratio_energy_std", "rejection_auc_ratio_energy_std_per_atom",
     "energy_nll", "energy_nll_gaussian", "energy_nll_is_histogram",
@@ -369,7 +371,7 @@ METRIC_KEYS = (
     "rejection_auc_ratio_energy_uncertainty", "rejection_auc_ratio_energy_uncertainty_per_atom",
     "spearman_ood_score_per_atom",
     "energy_nll_uncertainty", "miscalibration_area_uncertainty", "energy_coverage90_uncertainty",
-    "ence_energy_uncertainty",
+    "ence_energy_uncertainty", "energy_crps_uncertainty",
     "auroc_ood_score", "auroc_energy_uncertainty", "auroc_energy_uncertainty_per_atom",
 )
 # rows the ranking metrics (Spearman, rejection, AUROC) leave out, counted, never silent
@@ -463,6 +465,10 @@ def evaluate_predictions(columns: Mapping[str, ArrayLike],
             out["spearman_energy_std_per_atom"] = spearman(std / natoms, abs_err / natoms)
             out["rejection_auc_ratio_energy_std_per_atom"] = rejection_curve(
                 std / natoms, abs_err / natoms)["auc_ratio"]
+    disagreement = _column(columns, "energy_disagreement")
+    if disagreement is not None and natoms is not None and np.isfinite(disagreement).any():
+        out["spearman_energy_disagreement_per_atom"] = spearman(disagreement / natoms,
+                                                                abs_err / natoms)
     if entropy is not None:
         out["spearman_energy_entropy"] = spearman(entropy, abs_err)
         if natoms is not None:
@@ -548,7 +554,22 @@ def _designated_metrics(columns: Mapping[str, ArrayLike], arrays: Mapping[str, A
             eu / natoms, abs_err / natoms)["auc_ratio"]
     g = np.isfinite(eu)
     std = _column(columns, "energy_std")
-    if "energy_probs" in arrays and "energy_bin_centers" in arrays and std is not None \
+    kernel_col = _column(columns, "energy_kernel_std")
+    dist = predictive_from_files(columns, arrays) if kernel_col is not None and bool(
+        np.isfinite(kernel_col).all()) else None
+    if dist is not None and g.all():
+        # the distribution the model predicted with, rebuilt exactly from the files
+        t = torch.as_tensor(target, dtype=torch.float64)
+        out["energy_nll_uncertainty"] = float(dist.nll(t).mean())
+        out["energy_crps_uncertainty"] = float(dist.crps(t).mean())
+
+        def interval(c: float) -> tuple[np.ndarray, np.ndarray]:
+            lo, hi = dist.interval(c)
+            return lo.numpy(), hi.numpy()
+
+        levels, observed = coverage_curve(interval, target)
+        lo, hi = interval(0.9)
+    elif "energy_probs" in arrays and "energy_bin_centers" in arrays and std is not None \
             and g.all():
         probs = np.asarray(arrays["energy_probs"])
         centers = np.asarray(arrays["energy_bin_centers"])

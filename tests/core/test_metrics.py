@@ -372,9 +372,13 @@ def test_evaluate_predictions_categorical() -> None:
     assert 0.0 <= out["miscalibration_area"] <= 1.0
     assert out["spearman_forces_std"] > 0.3  # force errors scale with forces_std
     assert math.isnan(out["spearman_forces_entropy"])  # no forces_entropy given
+    # a one-member model without a stored kernel: no disagreement, no rebuilt predictive
+    absent = ("spearman_forces_entropy", "spearman_energy_disagreement_per_atom",
+              "energy_crps_uncertainty")
     for key in METRIC_KEYS:
-        if key != "spearman_forces_entropy":
+        if key not in absent:
             assert math.isfinite(out[key]), key
+    assert all(math.isnan(out[key]) for key in absent)
 
 
 def test_evaluate_predictions_missing_pieces_are_nan() -> None:

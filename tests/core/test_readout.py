@@ -234,7 +234,8 @@ def test_energy_outputs_add_the_epistemic_terms_once_fitted() -> None:
     mean = (p * c).sum(-1)
     var = (p * (c - mean[:, None]) ** 2).sum(-1)
     width = (SUPPORT["high"] - SUPPORT["low"]) / SUPPORT["num_bins"]
-    want = nt.numpy() * 0.05 * np.sqrt(var + (0.75 * width) ** 2 + 0.7**2 * u)
+    # the histogram uniform inside its bins adds w^2 / 12 to the variance of its centers
+    want = nt.numpy() * 0.05 * np.sqrt(var + width**2 / 12 + (0.75 * width) ** 2 + 0.7**2 * u)
     np.testing.assert_allclose(out["energy_uncertainty"].numpy(), want, rtol=1e-5)
     np.testing.assert_allclose(out["ood_score"].numpy(), u)
     assert out["atom_ood_score"].shape == (9,)
@@ -297,3 +298,66 @@ def test_check_head_matches_names_both_supports_and_the_transform() -> None:
                            EnergyTransform(**{**ENERGY, "std": 0.5}))
     assert ("(support: head [-1, 1] in 8 bins, hl_gauss sigma 0.1875 vs bins [-2, 1] in 8 "
             "bins, hl_gauss sigma 0.2812; std: head 0.05 vs bins 0.5)") in str(err.value)
+
+
+def test_shallow_ensemble_decodes_the_mixture_and_keeps_member_zero_names() -> None:
+    from fairchem_categorical.losses import HistogramLoss
+
+    energy = {**ENERGY, "mean": 0.1, "std": 0.05}
+    torch.manual_seed(0)
+    single = CategoricalEnergyReadout(4, 8, SUPPORT, energy)
+    ensemble = CategoricalEnergyReadout(4, 8, SUPPORT, energy, num_members=3)
+    # member 0 has the single head's names: a one-member checkpoint loads into it
+    missing = ensemble.load_state_dict(single.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("members.") for k in missing)
+    _randomise(ensemble, 1)
+    x = torch.randn(5, 4, requires_grad=True)
+    batch, natoms = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([3, 2])
+    logits = ensemble.system_logits(x, batch, natoms)
+    assert logits.shape == (2, 3, SUPPORT["num_bins"])
+    out = ensemble.decode(logits, natoms)
+    p, c = np_probs(logits), np_centers(SUPPORT)
+    member_means = (p * c).sum(-1)  # (B, M)
+    n = natoms.numpy()
+    np.testing.assert_allclose(out["energy"].detach().numpy(),
+                               n * (member_means.mean(1) * 0.05 + 0.1), rtol=1e-5)
+    mix = p.mean(1)
+    mix_mean = (mix * c).sum(-1)
+    var = (mix * (c - mix_mean[:, None]) ** 2).sum(-1)
+    # the mixture's variance = mean member variance + variance of the member means
+    within = (p * (c - member_means[..., None]) ** 2).sum(-1).mean(1)
+    np.testing.assert_allclose(var, within + member_means.var(1), rtol=1e-6)
+    np.testing.assert_allclose(out["energy_std"].numpy(), n * np.sqrt(var) * 0.05, rtol=1e-5)
+    np.testing.assert_allclose(out["energy_disagreement"].numpy(),
+                               n * member_means.std(1) * 0.05, rtol=1e-5)
+    assert float(out["energy_disagreement"].min()) > 0  # members differ
+    # conservative forces stay one backward pass of the mean
+    (grad,) = torch.autograd.grad(out["energy"].sum(), x)
+    assert grad.shape == x.shape and bool(torch.isfinite(grad).all())
+    # the loss is the mean of the members' own cross-entropies
+    loss_fn = HistogramLoss(ensemble.support)
+    target = torch.tensor([0.3, -0.2])
+    each = [loss_fn(logits[:, m], target) for m in range(3)]
+    torch.testing.assert_close(loss_fn(logits, target), torch.stack(each).mean(0))
+
+
+def test_shallow_ensemble_histogram_in_ev_is_the_mixture() -> None:
+    energy = {**ENERGY, "mean": 0.1, "std": 0.05}
+    ensemble = CategoricalEnergyReadout(4, 8, SUPPORT, energy, num_members=2)
+    _randomise(ensemble, 2)
+    x = torch.randn(5, 4)
+    batch, natoms = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([3, 2])
+    logits = ensemble.system_logits(x, batch, natoms)
+    hist = ensemble.histogram_in_ev(logits, natoms, torch.tensor([1.0, 2.0]))
+    p = np_probs(logits)
+    np.testing.assert_allclose(hist["energy_probs"].numpy(), p.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(hist["energy_member_probs"].numpy(), p, rtol=1e-5)
+    decoded = ensemble.decode(logits, natoms)["energy"].detach().double() + torch.tensor(
+        [1.0, 2.0], dtype=torch.float64)
+    mean = (hist["energy_probs"].double() * hist["energy_bin_centers"]).sum(-1)
+    torch.testing.assert_close(mean, decoded, rtol=1e-5, atol=1e-6)
+
+
+def test_num_members_must_be_a_positive_integer() -> None:
+    with pytest.raises(ValueError, match="num_members"):
+        CategoricalEnergyReadout(4, 8, SUPPORT, ENERGY, num_members=0)
