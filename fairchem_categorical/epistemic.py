@@ -29,15 +29,18 @@ Methods (all from one pass, all evaluated by ``EpistemicState.scores``):
   them (one unfamiliar site is enough to make an energy unreliable).
 - ``llpr``: last-layer prediction rigidity (Bigi et al. 2024, arXiv 2403.02251) of the
   output layer's input, the mean-pooled feature with a bias entry f = [mean_i h_i, 1]:
-  ``u = f^T (F^T F / n + eps I)^-1 f`` with F the training structures' features, eps from
-  the same OAS rule. For a linear last layer, sigma^2 = alpha^2 u is the variance of its
-  prediction under the Gaussian posterior of its weights. Atom scores are the local
-  rigidities h_i^T C h_i of each atom's feature.
+  ``u = f^T C^-1 f`` with C = (1 - rho) F^T F / n + rho (tr(F^T F / n) / p) I, the OAS
+  shrinkage (below) of the training structures' second moment F^T F / n (not the paper's
+  F^T F / n + eps I: the shrinkage weight rho comes from the data, no eps to tune). For a
+  linear last layer, sigma^2 = alpha^2 u is the variance of its prediction under a
+  Gaussian posterior of its weights. Atom scores are the local rigidities h_i^T C^-1 h_i
+  of each atom's feature.
 
-Each structure score U becomes an epistemic variance ``alpha^2 U`` in the binning space of
-the energy (per-atom energy in units of the transform's std), added to the histogram's
-variance; ``alpha`` is fitted with the temperature on validation data
-(``calibration.fit_predictive``).
+Each structure score U becomes an epistemic variance ``alpha^2 U`` (or ``alpha^2 U^2``, as
+the validation likelihood prefers) in the binning space of the energy (per-atom energy in
+units of the transform's std), added to the predictive distribution's kernel
+(``predictive``); ``alpha`` is fitted with the predictive temperature and the members'
+disagreement weight on validation data (``calibration.fit_predictive``).
 """
 
 from __future__ import annotations
