@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="widen the support by this fraction of the observed range per side")
     parser.add_argument("--sigma-ratio", type=float, default=0.75)
     parser.add_argument("--check", nargs="*", help="report how many targets of these files clip")
+    parser.add_argument("--from-fairchem", metavar="FILE",
+                        help="reuse fairchem's fitted element references instead of fitting "
+                             "them: its element references file (.pt or .npz, as a config's "
+                             "element_refs names) or a fairchem 1.10 checkpoint trained with "
+                             "them; the per-atom mean, std and supports are fitted on DATA")
     parser.add_argument("--out", required=True)
 
 
@@ -32,8 +37,15 @@ def run(args: argparse.Namespace) -> int:
 
     output_file(args.out)
 
+    refs = None
+    if args.from_fairchem:
+        from fairchem_categorical.bins import read_fairchem_references
+
+        refs = read_fairchem_references(args.from_fairchem)
+        say(f"element references from {args.from_fairchem} (not refitted)")
     fit = fit_bins_files(args.data, num_bins=args.num_bins, level=args.level,
-                         margin=args.margin, sigma_ratio=args.sigma_ratio, progress=say)
+                         margin=args.margin, sigma_ratio=args.sigma_ratio, progress=say,
+                         references=refs)
     say(describe(fit))
     for path in args.check or []:
         clipped, n = count_clipped([path], fit.energy, HistogramSupport.from_spec(fit.support))
