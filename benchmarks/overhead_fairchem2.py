@@ -1,7 +1,7 @@
 """fairchem-core 2.x part of the overhead benchmark (run through ``overhead.py``).
 
 Every model pair is built from the shipped configs by fairchem's own Hydra composition
-(``fairchem2.checkpoints.compose``): the categorical config and its scalar twin
+(``tests/fairchem2/checkpoints.compose``): the categorical config and its scalar twin
 (``esen_scalar_conserving.yaml``, ``uma_scalar_conserving.yaml``: fairchem's
 ``MLP_EFS_Head``), the same backbone overrides and the same seed, so both carry the same
 backbone weights; both see the same structures, collated by each run's own collater.
@@ -105,7 +105,7 @@ class Variant:
     @classmethod
     def build(cls, config: str, overrides: list[str], batch_size: int, device: str,
               seed: int = 0) -> Variant:
-        from fairchem_categorical.fairchem2.checkpoints import compose
+        from tests.fairchem2.checkpoints import compose
 
         composed = compose(CONFIGS / config, overrides, seed=seed)
         dataset, collate = composed.dataset(), composed.collater()
@@ -188,7 +188,7 @@ def _find_binner(dataset: Any) -> Any:
 def item_load(data: dict[str, Path], root: Path, reps: int,
               say: Callable[[str], None]) -> dict[str, Any]:
     """Loading every training item: with the binning transform vs fairchem's ase_db."""
-    from fairchem_categorical.fairchem2.checkpoints import compose
+    from tests.fairchem2.checkpoints import compose
 
     _import_fairchem()
     overrides = [*_data_overrides(data, root), *size_overrides("tiny")]
@@ -228,7 +228,7 @@ def _scalar_twins(categorical_ckpt: Path, members: int, root: Path, data: dict[s
     from fairchem.core.units.mlip_unit.api.inference import MLIPInferenceCheckpoint
     from omegaconf import OmegaConf
 
-    from fairchem_categorical.fairchem2.checkpoints import compose
+    from tests.fairchem2.checkpoints import compose
 
     ckpt = torch.load(categorical_ckpt, map_location="cpu", weights_only=False)
     scalar = compose(CONFIGS / "esen_scalar_conserving.yaml", _data_overrides(data, root))
@@ -260,9 +260,9 @@ def throughput(kind: str, size: str, batch_sizes: Sequence[int], n_structures: i
 
     from fairchem_categorical.data import read_frames
     from fairchem_categorical.ensemble import combine
-    from fairchem_categorical.fairchem2.checkpoints import compose, write_inference_checkpoint
     from fairchem_categorical.fairchem2.predict import load_unit, predict_batch, to_data
     from fairchem_categorical.predictions import predict_frames
+    from tests.fairchem2.checkpoints import compose, write_inference_checkpoint
 
     _import_fairchem()
     if checkpoint is None:

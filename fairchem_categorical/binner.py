@@ -14,7 +14,11 @@ as fit-bins writes them), ``support``, ``force_support`` and optional key names.
 With ``tally_fields=True`` each item also marks which of its targets were clamped
 (``<target_key>_outside`` (1,), ``<force_magnitude_key>_outside`` (N,), 1 = clamped):
 counts made in a dataloader worker would stay there, so they travel with the batch to
-the trainer (fairchem 1.10's ``CategoricalTrainer`` sums them over the atoms it trains).
+the trainer.
+
+``BatchBinner`` does the same per batch, in a trainer's loss path (fairchem 1.10's
+``CategoricalTrainer``): the targets are encoded where the loss runs, with the batch's
+own vectorised arithmetic, and the dataset's item load stays that of the scalar dataset.
 """
 
 from __future__ import annotations
@@ -116,3 +120,92 @@ class TargetBinner:
     @property
     def num_clipped(self) -> int:
         return sum(self.clipped.values())
+
+
+class BatchBinner:
+    """Adds histogram targets to whole batches; returns what was clamped to the support.
+
+    The per-batch counterpart of ``TargetBinner(histograms=True)``, from the same
+    ``categorical`` block: ``energy_categorical`` (B, K) from the batch's energies,
+    atomic numbers and system index, ``force_magnitude`` (N, K_f) from its forces (with a
+    ``force_support``). The batch is any mapping-like graph batch (PyG's ``Batch``) with
+    ``atomic_numbers``, ``batch`` and ``natoms``.
+    """
+
+    def __init__(self, categorical: dict[str, Any] | None, owner: str = "trainer") -> None:
+        cat = dict(categorical or {})
+        if "energy" not in cat or not cat.get("support"):
+            raise ValueError(f"{owner} bins the targets and needs a 'categorical' block with "
+                             "the 'energy' transform and the 'support' fit-bins wrote")
+        self.items = TargetBinner(cat, owner=owner)  # the keys, the transform, the supports
+        self.support = self.items.support
+        force_support = cat.get("force_support")
+        self.force_support = (HistogramSupport.from_spec(dict(force_support))
+                              if force_support else None)
+        known = self.items.energy_transform.known_elements()
+        self._known = None if known is None else torch.tensor(
+            [z in known for z in range(len(self.items.energy_transform.element_references))])
+        self.unseen: set[int] = set()
+
+    @property
+    def energy_transform(self) -> EnergyTransform:
+        return self.items.energy_transform
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """{kind: the batch key of its histogram targets}, for the kinds this bins."""
+        out = {"energy": self.items.target_key}
+        if self.force_support is not None:
+            out["force magnitude"] = self.items.force_magnitude_key
+        return out
+
+    def __call__(self, batch: Any, counted: dict[str, torch.Tensor | None] | None = None
+                 ) -> dict[str, tuple[int, int]]:
+        """Put the histogram targets in ``batch``; per kind (``"energy"``, ``"force
+        magnitude"``): (targets clamped to the support, targets), among the rows
+        ``counted[kind]`` marks (None: all). A batch binned before is left as it is."""
+        items, counted = self.items, counted or {}
+        if items.target_key in batch and batch[items.target_key].dim() == 2:
+            return {}
+        if items.energy_key not in batch or batch[items.energy_key] is None:
+            raise ValueError(
+                f"the batch has no '{items.energy_key}' target (check the data holds energies "
+                "and the dataset's key_mapping / a2g_args r_energy)")
+        numbers = batch["atomic_numbers"].long()
+        self._check_elements(numbers)
+        energy = self.energy_transform.batch_target_values(
+            batch[items.energy_key], numbers, batch["batch"], batch["natoms"])
+        out = {"energy": self._encode(batch, items.target_key, self.support, energy,
+                                      counted.get("energy"))}
+        forces = batch[items.forces_key] if items.forces_key in batch else None
+        if forces is not None and self.force_support is not None:
+            magnitude = torch.linalg.vector_norm(forces, dim=-1).float()
+            out["force magnitude"] = self._encode(
+                batch, items.force_magnitude_key, self.force_support, magnitude,
+                counted.get("force magnitude"))
+        return out
+
+    @staticmethod
+    def _encode(batch: Any, key: str, support: HistogramSupport, values: torch.Tensor,
+                mask: torch.Tensor | None) -> tuple[int, int]:
+        flags = support.outside(values)
+        if mask is not None:
+            flags = flags[mask.reshape(-1)]
+        batch[key] = support.encode(values)
+        return int(flags.sum()), flags.numel()
+
+    def _check_elements(self, numbers: torch.Tensor) -> None:
+        """Warn (once per element) about elements the bins' references never saw."""
+        if self._known is None:
+            return
+        known = self._known.to(numbers.device)
+        unseen = numbers[~known[numbers.clamp(0, len(known) - 1)]]
+        if unseen.numel():
+            new = {int(z) for z in unseen.unique().tolist()} - self.unseen
+            if new:
+                self.unseen |= new
+                logging.warning(
+                    "a batch holds %s, which the bins were never fitted on (the model never "
+                    "saw them): their element reference is 0 eV, so these targets land far "
+                    "from the support; refit the bins (fit-bins) on data that holds them",
+                    element_symbols(sorted(new)))

@@ -151,6 +151,23 @@ class EnergyTransform:
             referenced = referenced / len(atomic_numbers)
         return (referenced - self.mean) / self.std
 
+    def batch_target_values(self, energy: torch.Tensor, atomic_numbers: torch.Tensor,
+                            batch: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
+        """``target_value`` of every system of a batch at once (float64 arithmetic, float32
+        result, on the batch's device): a trainer bins per batch what a dataset would
+        otherwise do per item."""
+        e = energy.reshape(-1).to(torch.float64)
+        if not bool(torch.isfinite(e).all()):
+            raise ValueError(f"energy target is not finite: {e[~torch.isfinite(e)][0]}")
+        if int(atomic_numbers.max()) >= len(self.element_references):
+            raise ValueError(
+                f"atomic number {int(atomic_numbers.max())} has no element reference "
+                f"(references cover Z < {len(self.element_references)})")
+        referenced = e - self.batch_references(atomic_numbers, batch, e.numel())
+        if self.level == "per_atom":
+            referenced = referenced / natoms.reshape(-1).to(torch.float64)
+        return ((referenced - self.mean) / self.std).to(torch.float32)
+
     def to_energy(self, value: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
         """Binning-space value (batched) -> referenced total energy (no refs added)."""
         e = value * self.std + self.mean

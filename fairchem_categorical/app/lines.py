@@ -14,9 +14,17 @@ import importlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from types import ModuleType
+from typing import Literal, overload
 
 import yaml
+
+from fairchem_categorical.adapters import (
+    CalculatorAdapter,
+    PredictAdapter,
+    ScreeningAdapter,
+    TrainAdapter,
+    UncertaintyAdapter,
+)
 
 #: the shipped configs: package data (``fairchem_categorical/configs``), so a normal, non-
 #: editable install has them too; the repository's ``configs`` is a link to this folder
@@ -46,8 +54,21 @@ class Line:
     def configs(self) -> Path:
         return PACKAGE_CONFIGS / f"fairchem{self.major}"
 
-    def adapter(self, module: str) -> ModuleType:
-        """This line's adapter module (``train``, ``predict``, ``calibrate``, ...)."""
+    @overload
+    def adapter(self, module: Literal["train"]) -> TrainAdapter: ...
+    @overload
+    def adapter(self, module: Literal["predict"]) -> PredictAdapter: ...
+    @overload
+    def adapter(self, module: Literal["uncertainty"]) -> UncertaintyAdapter: ...
+    @overload
+    def adapter(self, module: Literal["calculator"]) -> CalculatorAdapter: ...
+    @overload
+    def adapter(self, module: Literal["screening"]) -> ScreeningAdapter: ...
+
+    def adapter(self, module: str) -> object:
+        """This line's adapter module for a role of ``adapters.ROLES`` (``train``,
+        ``predict``, ``uncertainty``, ``calculator``, ``screening``), typed by its
+        protocol."""
         try:
             return importlib.import_module(f"{self.package}.{module}")
         except ModuleNotFoundError as err:

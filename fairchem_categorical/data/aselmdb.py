@@ -6,7 +6,7 @@ hence ``AseDBDataset``) opens ``.aselmdb`` files with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,11 @@ def read_ase_db(path: Path) -> list[Atoms]:
 
     A row that cannot be decoded is an error naming the file and the row's index.
     """
+    return list(iter_ase_db(path))
+
+
+def iter_ase_db(path: Path) -> Iterator[Atoms]:
+    """``read_ase_db`` one row at a time: memory stays that of one row at any size."""
     if path.suffix == SUFFIX:
         check_lmdb_file(path)  # a truncated LMDB would crash the process, not raise
         db = lmdb_database_cls()(path, readonly=True, use_lock_file=False)
@@ -115,17 +120,17 @@ def read_ase_db(path: Path) -> list[Atoms]:
         from ase.db import connect
 
         db = connect(str(path), use_lock_file=False)
-    out: list[Atoms] = []
+    done = 0
     try:
         for row in db.select():
             atoms = row.toatoms()
             atoms.info.update(row.key_value_pairs)
             if isinstance(row.data, dict):
                 atoms.info.update(row.data)
-            out.append(atoms)
-        return out
+            done += 1
+            yield atoms
     except Exception as exc:  # a corrupt row: say which
-        raise ValueError(f"{path}[{len(out)}]: could not decode the row "
+        raise ValueError(f"{path}[{done}]: could not decode the row "
                          f"({type(exc).__name__}: {exc})") from exc
     finally:
         if hasattr(db, "close"):

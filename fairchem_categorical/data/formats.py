@@ -9,7 +9,7 @@ their own DFT data.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ def writer(fmt: str) -> Callable[..., Path]:
     return write_aselmdb
 
 
-def _read_one(path: Path, label: str) -> list[Atoms]:
-    """All structures of one file, with errors that name the file."""
+def _read_one(path: Path, label: str) -> Iterator[Atoms]:
+    """The structures of one file, one at a time, with errors that name the file."""
     import ase.io
 
     if not path.exists():
@@ -53,17 +53,21 @@ def _read_one(path: Path, label: str) -> list[Atoms]:
         raise PermissionError(f"{label}: not readable")
     if path.stat().st_size == 0:
         raise ValueError(f"{label}: no structures in file (file is empty)")
+    count = 0
     try:
         if path.suffix == FORMATS["pyg-lmdb"]:
-            from fairchem_categorical.data.pyg_lmdb import read_pyg_lmdb
+            from fairchem_categorical.data.pyg_lmdb import iter_pyg_lmdb
 
-            images = read_pyg_lmdb(path)
+            images = iter_pyg_lmdb(path)
         elif path.suffix in (FORMATS["aselmdb"], ".db"):
-            from fairchem_categorical.data.aselmdb import read_ase_db
+            from fairchem_categorical.data.aselmdb import iter_ase_db
 
-            images = read_ase_db(path)
+            images = iter_ase_db(path)
         else:
-            images = ase.io.read(path, index=":")
+            images = ase.io.iread(path, index=":")
+        for atoms in images:
+            count += 1
+            yield atoms
     except ImportError as exc:  # a missing optional package: say which file needs it
         raise ImportError(f"{label}: {exc}") from exc
     except ValueError as exc:
@@ -74,12 +78,8 @@ def _read_one(path: Path, label: str) -> list[Atoms]:
         raise ValueError(
             f"{label}: could not read structures ({type(exc).__name__}: {exc})"
         ) from exc
-    if isinstance(images, Atoms):
-        images = [images]
-    images = list(images)
-    if not images:
+    if not count:
         raise ValueError(f"{label}: no structures in file")
-    return images
 
 
 def expand(path: Path) -> list[Path]:
@@ -116,11 +116,17 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
     Returned frames carry a fresh SinglePointCalculator with energy, unconstrained forces
     (and stress if present).
     """
+    return list(iter_frames(paths, require_labels))
+
+
+def iter_frames(paths: Sequence[str | Path], require_labels: bool = True) -> Iterator[Atoms]:
+    """``read_frames`` one structure at a time: the same checks and errors, with memory
+    that of one structure at any dataset size (fit-bins, predict, fit-uncertainty and
+    evaluate stream through it)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if len(paths) == 0:
         raise ValueError("no input files given, so there are no structures to read")
-    frames: list[Atoms] = []
     for p in [f for path in paths for f in expand(Path(path))]:
         label = str(p)
         for i, atoms in enumerate(_read_one(Path(p), label)):
@@ -128,7 +134,7 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
             check_structure(atoms, where)
             if not require_labels and (atoms.calc is None or not atoms.calc.results):
                 atoms.calc = None
-                frames.append(atoms)
+                yield atoms
                 continue
             if require_labels:
                 energy, forces = labels(atoms, where)
@@ -141,8 +147,7 @@ def read_frames(paths: Sequence[str | Path], require_labels: bool = True) -> lis
             if stress is not None:
                 results["stress"] = stress
             atoms.calc = SinglePointCalculator(atoms, **results)
-            frames.append(atoms)
-    return frames
+            yield atoms
 
 
 def convert(

@@ -15,7 +15,7 @@ where a ``Data`` object is built or unpickled.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,11 @@ def write_pyg_lmdb(frames: Sequence[Atoms], path: str | Path, *, overwrite: bool
 
 def _load_all(path: Path) -> list[Any]:
     """Every ``Data`` of one file, in key order (``"length"`` if stored, as LmdbDataset)."""
+    return list(_iter_all(path))
+
+
+def _iter_all(path: Path) -> Iterator[Any]:
+    """``_load_all`` one entry at a time (memory: one entry, at any dataset size)."""
     data_cls()  # unpickling needs torch_geometric: fail with the actionable error first
     check_lmdb_file(path)  # a truncated LMDB would crash the process, not raise
     env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False,
@@ -158,18 +163,17 @@ def _load_all(path: Path) -> list[Any]:
                 raise ValueError(f"{path}: corrupt 'length' entry ({exc})") from exc
             if not isinstance(n, int) or n < 0:
                 raise ValueError(f"{path}: corrupt 'length' entry ({n!r})")
-            out = []
             for i in range(n):
                 value = txn.get(f"{i}".encode("ascii"))
                 if value is None:
                     raise ValueError(f"{path}[{i}]: key {i!r} missing (expected keys "
                                      f"0..{n - 1})")
                 try:
-                    out.append(pickle.loads(value))
+                    data = pickle.loads(value)
                 except Exception as exc:  # unpickling garbage raises almost anything
                     raise ValueError(f"{path}[{i}]: corrupt entry, not a pickled Data "
                                      f"({type(exc).__name__}: {exc})") from exc
-            return out
+                yield data
     finally:
         env.close()
 
@@ -228,11 +232,15 @@ def read_pyg_lmdb(path: str | Path) -> list[Atoms]:
     ``pbc`` (all periodic if not stored, as fairchem 1.10 assumes) and ``sid``/``fid`` in
     ``info``. Positions are the stored (wrapped, float32) ones.
     """
-    out = []
-    for i, data in enumerate(_load_all(Path(path))):
+    return list(iter_pyg_lmdb(path))
+
+
+def iter_pyg_lmdb(path: str | Path) -> Iterator[Atoms]:
+    """``read_pyg_lmdb`` one structure at a time."""
+    for i, data in enumerate(_iter_all(Path(path))):
         try:
-            out.append(_to_atoms(data))
+            atoms = _to_atoms(data)
         except Exception as exc:  # an entry without the fields a structure needs
             raise ValueError(f"{path}[{i}]: not a structure ({type(exc).__name__}: {exc})"
                              ) from exc
-    return out
+        yield atoms

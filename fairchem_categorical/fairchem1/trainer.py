@@ -1,13 +1,14 @@
-"""fairchem 1.10's OCP trainer, also counting the categorical targets clamped to the support.
+"""fairchem 1.10's OCP trainer, binning the categorical targets in its loss path.
 
-The binned dataset (``CategoricalLmdbDataset``) clamps targets outside the support in
-the dataloader's workers, where a counter would stay; each item therefore carries its
-own count (``energy_categorical_outside``, ``force_magnitude_outside``), and this trainer
-sums them in the loss path of fairchem's own loop (``_compute_loss``, for training and
-validation alike), over ranks, and reports them per epoch, per validation pass and at
-the end of training (log lines and ``out_of_support.json`` beside the checkpoint).
-Everything else is ``OCPTrainer``: the categorical configs name this class as their
-``trainer``.
+The dataset (``CategoricalLmdbDataset``) loads items as fairchem's ``LmdbDataset`` does;
+``_compute_loss``, the loss path of fairchem's own loop (training and validation alike),
+bins each batch (``binner.BatchBinner``: the energy in the binning space, |F_i|, their
+HL-Gauss histograms by ``HistogramSupport.encode``, the same core code as the fairchem
+2.x loss) on the batch's device before fairchem's losses read ``energy_categorical`` and
+``force_magnitude``, and counts the targets clamped to the support there, in the main
+process, summed over ranks and reported per epoch, per validation pass and at the end of
+training (log lines and ``out_of_support.json`` beside the checkpoint). Everything else
+is ``OCPTrainer``: the categorical configs name this class as their ``trainer``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,8 @@ from fairchem.core.common import distutils
 from fairchem.core.common.registry import registry
 from fairchem.core.trainers.ocp_trainer import OCPTrainer
 
+from fairchem_categorical.binner import BatchBinner
 from fairchem_categorical.clipping import ENERGY, FORCE, Counts, SupportTally
-
-#: batch field the binned dataset adds (1 = clamped) -> (kind, the output it trains)
-FIELDS = {"energy_categorical_outside": (ENERGY, "energy_categorical"),
-          "force_magnitude_outside": (FORCE, "force_magnitude")}
 
 
 def _sum_over_ranks(values: list[int]) -> list[int]:
@@ -46,18 +44,28 @@ class CategoricalTrainer(OCPTrainer):
         # BaseTrainer has replaced config["dataset"] by the train split's block
         cat = (self.config.get("dataset") or {}).get("categorical") or {}
         self.tally_kinds = sorted([ENERGY] + ([FORCE] if cat.get("force_support") else []))
+        self.binner = BatchBinner(cat, owner="CategoricalTrainer") if cat else None
+        trained = {target for target, _ in getattr(self, "loss_functions", [])}
+        binned = set(self.binner.keys.values()) if self.binner else set()
+        for key, spec in (("energy_categorical", "support"),
+                          ("force_magnitude", "force_support")):
+            if key in trained and key not in binned:
+                raise ValueError(f"the loss trains {key}, but dataset.categorical has no "
+                                 f"'{spec}' to bin its targets on (see fit-bins)")
         self.support_tally = SupportTally(reduce=_sum_over_ranks)
         self._counts = {"train": Counts(), "val": Counts()}
 
     def _compute_loss(self, out: dict, batch: Any) -> torch.Tensor:
         split = "train" if self.model.training else "val"
-        for key, (kind, output) in FIELDS.items():
-            if key in batch:
-                flags = batch[key].reshape(-1)
-                spec = self.output_targets.get(output, {})
+
+        if self.binner is not None:
+            counted = {}
+            for kind, key in self.binner.keys.items():
+                spec = self.output_targets.get(key, {})
                 if spec.get("level") == "atom" and spec.get("train_on_free_atoms"):
-                    flags = flags[batch.fixed.reshape(-1) == 0]  # what the loss trains on
-                self._counts[split].add(kind, int(flags.sum()), flags.numel())
+                    counted[kind] = batch.fixed.reshape(-1) == 0  # what the loss trains on
+            for kind, (clamped, seen) in self.binner(batch, counted).items():
+                self._counts[split].add(kind, clamped, seen)
         loss = super()._compute_loss(out, batch)
         if split == "train" and self.step % len(self.train_loader) == 0:
             self._report("train")

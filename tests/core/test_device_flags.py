@@ -6,11 +6,13 @@ fairchem 2.x's predict unit asserts ``device in {cpu, cuda}``: ``cuda:N`` must r
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
 from fairchem_categorical import devices
-from fairchem_categorical.app import cli, jobs
+from fairchem_categorical.app import cli, jobs, lines
 from tests.reference import LEGACY, fairchem_line
 
 LINE = fairchem_line()
@@ -113,8 +115,9 @@ def test_fit_uncertainty_calibrates_on_its_device(two_gpus, monkeypatch, tmp_pat
         seen.append(("predict", kwargs.get("device", "cpu")))
         raise _Stop
 
-    monkeypatch.setattr(jobs.lines, "for_checkpoint", lambda *a: Line)
-    monkeypatch.setattr(jobs, "predict_files", predict_files)
+    monkeypatch.setattr(lines, "for_checkpoint", lambda *a: Line)
+    monkeypatch.setattr(importlib.import_module("fairchem_categorical.app.jobs.calibrate"),
+                        "predict_files", predict_files)
     data = LEGACY / "fairchem2" / "frames.extxyz"
     with pytest.raises(_Stop):
         jobs.fit_uncertainty("model.pt", [data], [data], tmp_path / "fitted.pt",

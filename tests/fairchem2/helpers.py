@@ -154,8 +154,8 @@ def config_checkpoint(config: str, path: Any, seed: int = 0, head_weight_std: fl
                       overrides: Sequence[str] = ()) -> Any:
     """An inference checkpoint of a shipped configs/fairchem2 config (tiny backbone),
     with random output layers so energies depend on the geometry."""
-    from fairchem_categorical.fairchem2.checkpoints import compose, write_inference_checkpoint
     from tests.conftest import CONFIGS
+    from tests.fairchem2.checkpoints import compose, write_inference_checkpoint
 
     composed = compose(CONFIGS / config, [*TINY_OVERRIDES, *overrides], seed=seed)
     gen = torch.Generator().manual_seed(2000 + seed)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from fairchem_categorical.fairchem2.callbacks import BinsMatchCallback
-from fairchem_categorical.fairchem2.checkpoints import compose
 from fairchem_categorical.readout import HeadsMismatchError
 from tests.conftest import CONFIGS
+from tests.fairchem2.checkpoints import compose
 from tests.fairchem2.helpers import TINY_OVERRIDES
 
 DIRECT = CONFIGS / "esen_categorical_direct.yaml"

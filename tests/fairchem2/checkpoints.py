@@ -1,5 +1,7 @@
 """A fairchem-core 2.x config's model and tasks without training, and its inference checkpoint.
 
+Scaffolding for the tests and the benchmarks (not shipped in the package).
+
 fairchem builds the model, the tasks and the datasets of a ``fairchem -c CONFIG`` run from
 one composed Hydra config; ``compose`` does the same composition (fairchem's own
 ``get_hydra_config_from_yaml``), so a benchmark or a test gets exactly the objects a run
