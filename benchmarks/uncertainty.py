@@ -24,7 +24,8 @@ DIR``: OC20-like systems labelled by SevenNet-0, whose OOD splits are unseen ads
 unseen elements, high-index facets and hot rattles); its labelling is cached in DIR.
 
 Each model runs as its own task (a child process of this script, one torch thread each),
-``--workers`` at a time. Tables (mean +- standard deviation over seeds) go to
+``--workers`` at a time; a task whose results are already in ``--out`` is reused (an
+interrupted run resumes). Tables (mean +- standard deviation over seeds) go to
 ``results.md`` and everything to ``results.json``; a per-method table compares every
 epistemic method of the categorical models, each calibrated on validation data.
 """
@@ -436,6 +437,9 @@ def run(out: Path, epochs: int, seeds: int, members: int, n_systems: int, ood_sy
     def launch(task: tuple[str, int]) -> float:
         kind, seed = task
         log = out / "tasks" / f"{kind}_seed{seed}.log"
+        if (out / "tasks" / f"{kind}_seed{seed}.pkl").is_file():  # a resumed run
+            _say(f"reuse {kind} seed {seed} (its results are in {out / 'tasks'})")
+            return 0.0
         t = time.time()
         _say(f"start {kind} seed {seed} (log {log})")
         with log.open("w") as fh:

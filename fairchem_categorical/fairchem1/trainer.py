@@ -54,6 +54,11 @@ class CategoricalTrainer(OCPTrainer):
                                  f"'{spec}' to bin its targets on (see fit-bins)")
         self.support_tally = SupportTally(reduce=_sum_over_ranks)
         self._counts = {"train": Counts(), "val": Counts()}
+        if self.binner is not None:  # a shallow ensemble's flattened members split by K
+            for target, info in getattr(self, "loss_functions", []):
+                loss = getattr(info.get("fn"), "loss_fn", None)
+                if target == self.binner.keys["energy"] and hasattr(loss, "num_bins"):
+                    loss.num_bins = self.binner.support.num_bins
 
     def _compute_loss(self, out: dict, batch: Any) -> torch.Tensor:
         split = "train" if self.model.training else "val"
@@ -66,7 +71,21 @@ class CategoricalTrainer(OCPTrainer):
                     counted[kind] = batch.fixed.reshape(-1) == 0  # what the loss trains on
             for kind, (clamped, seen) in self.binner(batch, counted).items():
                 self._counts[split].add(kind, clamped, seen)
-        loss = super()._compute_loss(out, batch)
+        key = self.binner.keys["energy"] if self.binner is not None else None
+        pred = out.get(key) if key else None
+        k = self.binner.support.num_bins if key else 0
+        if pred is not None and pred.shape[-1] > k:
+            # a shallow ensemble's members ((B, M, K), flattened to (B, M K) by OCPTrainer's
+            # _forward): targets tiled to match, as fairchem's DDPLoss compares shapes (the
+            # loss splits them back, CategoricalCrossEntropyLoss)
+            target = batch[key]
+            batch[key] = target.repeat(1, pred.shape[-1] // k)
+            try:
+                loss = super()._compute_loss(out, batch)
+            finally:
+                batch[key] = target
+        else:
+            loss = super()._compute_loss(out, batch)
         if split == "train" and self.step % len(self.train_loader) == 0:
             self._report("train")
         return loss

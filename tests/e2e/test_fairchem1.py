@@ -379,3 +379,21 @@ def test_fit_uncertainty_and_calibrate_through_the_cli(eqv2_categorical, pyg_dat
                 "miscalibration_area_uncertainty"):
         assert np.isfinite(metrics[key]), key
     assert "spearman_natoms" in metrics  # NaN here: one test system, one atom count
+
+
+def test_shallow_ensemble_esen_trains_and_predicts_its_members(pyg_data, pyg_bins,
+                                                                tmp_path) -> None:
+    """``--model.heads.energy.num_members=3`` on 1.10: the trainer hands fairchem's DDPLoss
+    the members flattened (targets tiled) and the loss splits them; predict's mixture."""
+    from fairchem_categorical.predictions import load_predictions
+
+    ckpt = _train("esen_categorical_conserving.yml", pyg_data, pyg_bins, tmp_path / "run",
+                  *TINY_ESEN, "--model.heads.energy.num_members=3")
+    out = tmp_path / "preds.csv"
+    _cli("predict", "--checkpoint", str(ckpt), str(pyg_data["test"]), "--out", str(out))
+    cols, arrays = load_predictions(out)
+    members = arrays["energy_member_probs"]
+    assert members.shape == (len(cols["index"]), 3, arrays["energy_probs"].shape[-1])
+    np.testing.assert_allclose(members.mean(1), arrays["energy_probs"], rtol=1e-5, atol=1e-8)
+    assert (cols["energy_disagreement"] > 0).all()
+    assert np.isfinite(cols["energy"]).all() and np.isfinite(arrays["forces"]).all()

@@ -409,3 +409,29 @@ def test_finetune_keeping_the_heads_refuses_other_bins(categorical_ckpt, small_d
     assert "HeadsMismatchError: the model's energy head decodes differently from how this " \
            "run's bins encode its targets (support: head [" in proc.stderr
     assert not list((tmp_path / "ft").glob("*/checkpoints/final/inference_ckpt.pt"))
+
+
+def test_shallow_ensemble_trains_fits_and_predicts_its_members(small_dataset, small_bins,
+                                                               tmp_path):
+    """``+heads.energy.num_members=3`` through the CLI: training (fairchem's loss and metrics
+    on the members' logits), fit-uncertainty with calibration, then predict's mixture."""
+    from fairchem_categorical.predictions import load_predictions
+
+    lines = _cli("train", str(CONFIGS / "esen_categorical_conserving.yaml"), "--train-data",
+                 str(small_dataset["train"]), "--val-data", str(small_dataset["val"]),
+                 "--bins", str(small_bins), "--max-epochs", str(EPOCHS), "--run-dir",
+                 str(tmp_path / "run"), "--seed", str(TEST_SEED), *TINY_BACKBONE,
+                 "+heads.energy.num_members=3")
+    ckpt = Path(lines[-1])
+    fitted = tmp_path / "fitted.pt"
+    _cli("fit-uncertainty", "--checkpoint", str(ckpt), "--train", str(small_dataset["train"]),
+         "--val", str(small_dataset["val"]), "--out", str(fitted))
+    out = tmp_path / "preds.csv"
+    _cli("predict", "--checkpoint", str(fitted), str(small_dataset["test"]), "--out", str(out))
+    cols, arrays = load_predictions(out)
+    members = arrays["energy_member_probs"]
+    assert members.shape == (len(cols["index"]), 3, arrays["energy_probs"].shape[-1])
+    np.testing.assert_allclose(members.mean(1), arrays["energy_probs"], rtol=1e-5, atol=1e-8)
+    assert (cols["energy_disagreement"] > 0).all()  # trained members still differ
+    assert (cols["energy_uncertainty"] >= cols["energy_kernel_std"]).all()
+    assert np.isfinite(arrays["forces"]).all()

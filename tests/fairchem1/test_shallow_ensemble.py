@@ -70,3 +70,24 @@ def test_perturbed_members_predict_their_mixture(frames, tmp_path) -> None:
         assert p.energy_disagreement == pytest.approx(means.std(), rel=1e-4, abs=1e-7)
         assert p.energy_disagreement > 1e-4
         assert np.isfinite(p.forces).all()
+
+
+def test_member_logits_train_with_the_mean_of_their_own_cross_entropies() -> None:
+    """Flattened (n, M K) members and tiled targets under fairchem's DDPLoss, as
+    CategoricalTrainer hands them over, give the mean of the members' losses."""
+    from fairchem.core.modules.loss import DDPLoss
+
+    from fairchem_categorical.losses import soft_cross_entropy
+
+    k, members = 8, 3
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, members, k, generator=g)
+    target = torch.softmax(torch.randn(5, k, generator=g), -1)
+    loss = DDPLoss("fairchem_categorical.fairchem1.losses.CategoricalCrossEntropyLoss",
+                   reduction="mean")
+    loss.loss_fn.num_bins = k
+    got = loss(logits.reshape(5, -1), target.repeat(1, members), natoms=torch.ones(5))
+    each = torch.stack([soft_cross_entropy(logits[:, m], target) for m in range(members)])
+    assert float(got) == pytest.approx(float(each.mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="do not split"):
+        loss.loss_fn(torch.zeros(5, 2 * k + 1), torch.zeros(5, 2 * k + 1), torch.ones(5))
