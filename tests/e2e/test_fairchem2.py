@@ -296,10 +296,19 @@ def test_demo_pipeline_writes_table_and_plot(tmp_path):
         assert np.isfinite(results[name]["energy_mae"]) and results[name]["train_seconds"] > 0
     assert np.isfinite(results["categorical"]["spearman_energy_std"])
     assert np.isnan(results["scalar"]["spearman_energy_std"])
+    # the fitted uncertainty: its ranking, its intervals and the OOD split's AUROC
+    cat = results["categorical"]
+    for key in ("spearman_energy_uncertainty_per_atom", "energy_coverage90_uncertainty",
+                "miscalibration_area_uncertainty", "auroc_ood_score"):
+        assert np.isfinite(cat[key]) and np.isnan(results["scalar"][key]), key
+    assert 0.0 <= cat["energy_coverage90_uncertainty"] <= 1.0
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(
         json.dumps(results))
-    assert "| energy MAE (eV) |" in (tmp_path / "summary.md").read_text()
-    assert (tmp_path / "energy_distributions.png").stat().st_size > 10_000
+    table = (tmp_path / "summary.md").read_text()
+    assert "| energy MAE (eV) |" in table and "AUROC of ood_score" in table
+    for png in ("energy_distributions", "error_vs_energy_uncertainty", "calibration",
+                "ood_scores"):
+        assert (tmp_path / f"{png}.png").stat().st_size > 10_000, png
 
 
 def test_uma_moe_config_trains_and_predicts(small_dataset, small_bins, tmp_path):
