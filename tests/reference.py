@@ -331,11 +331,14 @@ def epistemic_frames() -> dict[str, list[Atoms]]:
 
 def assert_epistemic_outputs(preds: list, alpha: float, method: str = "mahalanobis_tied"
                              ) -> None:
-    """energy_uncertainty is the std of the histogram smoothed by sqrt(k^2 + alpha^2 e^2)."""
+    """energy_uncertainty is the std of the histogram (uniform in its bins: + w^2 / 12)
+    smoothed by a Gaussian of std sqrt(k^2 + alpha^2 e^2) (one member, predictive
+    temperature 1, power 1: a state calibrate has not yet touched)."""
     for p in preds:
         width = p.energy_bin_centers[1] - p.energy_bin_centers[0]
         e = p.extra[f"epistemic_std_{method}"]
-        want = np.sqrt(p.energy_std**2 + (0.75 * width) ** 2 + (alpha * e) ** 2)
+        want = np.sqrt(p.energy_std**2 + width**2 / 12 + (0.75 * width) ** 2
+                       + (alpha * e) ** 2)
         assert p.energy_uncertainty == pytest.approx(want, rel=1e-4)
         assert p.ood_score == pytest.approx(p.extra[f"ood_{method}"])
         assert p.atom_ood_score.shape == (p.natoms,)
