@@ -207,18 +207,23 @@ def stream_frames(
     make_batch: Callable[[Sequence], Any],
     run_batch: Callable[[Any, int], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]],
     progress: Callable[[str], None] | None = None,
+    unseen: UnseenElements | None = None,
 ) -> Iterator[list[StructurePrediction]]:
-    """Both lines' prediction loop, one batch's records at a time (see ``predict_frames``)."""
+    """Both lines' prediction loop, one batch's records at a time (see ``predict_frames``);
+    ``unseen`` marks each batch's structures holding elements the bins never saw."""
     def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
         batch = make_batch(chunk)
         out, extras = run_batch(batch, start)
         forces, stress = out.get("forces"), out.get("stress")
-        return split_batch(
+        preds = split_batch(
             chunk, start, batch.natoms.cpu().numpy(), out["energy"].double().cpu().numpy(),
             None if forces is None else forces.double().cpu().numpy(),
             {k: v.double().cpu().numpy() for k, v in extras.items()},
             fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None,
             stress=None if stress is None else stress.double().cpu().numpy())
+        if unseen is not None:
+            unseen.mark(preds, chunk)
+        return preds
 
     return stream_in_chunks(frames, batch_size, chunk_predictions, progress)
 
@@ -285,6 +290,13 @@ class UnseenElements:
             else:
                 logging.warning(msg)
         return list(self.flagged)
+
+
+def reported(chunks: Iterable[list[StructurePrediction]], unseen: UnseenElements,
+             say: Callable[[str], None] | None = None) -> Iterator[list[StructurePrediction]]:
+    """``chunks`` passed on, then the unseen elements reported once they are all through."""
+    yield from chunks
+    unseen.report(say)
 
 
 def flag_unseen_elements(preds: Sequence[StructurePrediction], frames: Sequence,
