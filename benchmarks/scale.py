@@ -1,13 +1,19 @@
-"""Peak memory and throughput of ``fit-bins`` as the dataset grows (issue 16, item 2).
+"""Peak memory and throughput of ``fit-bins`` and ``predict`` as the dataset grows
+(issue 16, item 2).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --sizes 1000 10000 100000
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --sizes 1000 10000 100000 \
+        --predict-sizes 1000 10000
 
 Writes a synthetic ASE-LMDB per size (the embedded EMT frames, replicated row by row, so
-writing needs no more memory than one row), then runs ``fairchem-categorical fit-bins`` on
-it in a fresh process per size and reports that process's peak RSS
-(``resource.getrusage(RUSAGE_CHILDREN)``) and structures per second (two streamed
-passes). Flat peak RSS across sizes is what the streaming promises. Prints a Markdown
-table; ``--out`` also writes it.
+writing needs no more memory than one row), then runs each command in a fresh process
+(``--probe``: the CLI in-process, with a thread reading ``/proc/self/status`` every
+20 ms) and reports its peak RSS (the kernel's ``VmHWM``) and, sampled, its peak
+anonymous memory (``RssAnon``: heap, Python objects, tensors) and peak file-backed
+memory (``RssFile``: mapped files, the LMDB's memory map among them). File-backed pages
+are the kernel's page cache shared with the file, dropped under memory pressure; the
+anonymous peak is what grows if a command holds the data. Flat anonymous memory across
+sizes is what the streaming promises. ``predict`` runs the committed tiny eSEN checkpoint
+(``tests/data/legacy/fairchem2``). Prints a Markdown table; ``--out`` also writes it.
 """
 
 from __future__ import annotations
@@ -40,45 +46,94 @@ def write_replicated(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
-def run_child(args: list[str]) -> tuple[float, float]:
-    """Seconds and peak RSS (MiB) of one fresh process running the CLI."""
-    code = ("import resource, subprocess, sys, json; "
-            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-            "print(p.stderr[-2000:], file=sys.stderr) if p.returncode else None; "
-            "print(json.dumps([p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN)"
-            ".ru_maxrss]))")
+CHECKPOINT = REPO / "tests" / "data" / "legacy" / "fairchem2" / "esen_categorical_conserving.pt"
+#: /proc/self/status fields the probe reads (kB)
+FIELDS = ("VmHWM", "RssAnon", "RssFile")
+
+
+def _status() -> dict[str, int]:
+    with open("/proc/self/status") as fh:
+        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in fh)
+                if k in FIELDS}
+
+
+def probe(args: list[str]) -> None:
+    """Run the CLI here with a sampler thread; print the peaks (MiB) as JSON, last line."""
+    import threading
+
+    from fairchem_categorical.app.cli import main as cli
+
+    peaks = {"RssAnon": 0, "RssFile": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            now = _status()
+            for k in peaks:
+                peaks[k] = max(peaks[k], now[k])
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, sys.executable, "-m",
-                          "fairchem_categorical.app.cli", *args],
-                         capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    rc = cli(args)
     seconds = time.perf_counter() - t
-    rc, maxrss_kb = json.loads(out.stdout.strip().splitlines()[-1])
-    if rc:
+    done.set()
+    sampler.join()
+    final = _status()
+    print(json.dumps({"rc": rc, "seconds": seconds, "rss": final["VmHWM"] / 1024,
+                      "anon": max(peaks["RssAnon"], final["RssAnon"]) / 1024,
+                      "file": max(peaks["RssFile"], final["RssFile"]) / 1024}))
+
+
+def run_child(args: list[str]) -> dict[str, float]:
+    """Seconds (the command alone, imports excluded), peak RSS and sampled peak anonymous
+    and file-backed memory (MiB) of one fresh process running the CLI."""
+    out = subprocess.run([sys.executable, __file__, "--probe", *args],
+                         capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    if out.returncode:
         raise RuntimeError(f"{' '.join(args)} failed: {out.stderr[-2000:]}")
-    return seconds, maxrss_kb / 1024
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"]:
+        raise RuntimeError(f"{' '.join(args)} exited {result['rc']}: {out.stderr[-2000:]}")
+    return result
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--probe":
+        probe(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--predict-sizes", type=int, nargs="*", default=[1000, 10000],
+                    help="sizes (of --sizes) that predict runs on too (~10-20 ms/structure)")
+    ap.add_argument("--batch-size", type=int, default=16, help="predict's batch size")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", type=Path, help="also write the table here")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="scale_"))
-    rows = ["| structures | write s | fit-bins s | fit-bins structures/s | peak RSS MiB |",
-            "|---|---|---|---|---|"]
+    rows = ["| command | structures | LMDB MiB | s | structures/s | peak RSS MiB | "
+            "peak RssAnon MiB | peak RssFile MiB |", "|---|---|---|---|---|---|---|---|"]
     for size in args.sizes:
         folder = work / str(size)
         folder.mkdir(parents=True, exist_ok=True)
-        t = time.perf_counter()
         data = write_replicated(folder / "data.aselmdb", size)
-        written = time.perf_counter() - t
-        seconds, rss = run_child(["fit-bins", str(data), "--out", str(folder / "bins.yaml")])
-        rows.append(f"| {size} | {written:.0f} | {seconds:.1f} | {size / seconds:.0f} | "
-                    f"{rss:.0f} |")
-        print(rows[-1], flush=True)
-        data.unlink()
+        mib = data.stat().st_size / 2**20
+        runs = {"fit-bins": ["fit-bins", str(data), "--out", str(folder / "bins.yaml")]}
+        if size in args.predict_sizes:
+            runs["predict"] = ["predict", "--checkpoint", str(CHECKPOINT), str(data), "--out",
+                               str(folder / "predictions.csv"), "--batch-size",
+                               str(args.batch_size)]
+        for name, cli_args in runs.items():
+            r = run_child(cli_args)
+            rows.append(f"| {name} | {size} | {mib:.0f} | {r['seconds']:.1f} | "
+                        f"{size / r['seconds']:.0f} | {r['rss']:.0f} | {r['anon']:.0f} | "
+                        f"{r['file']:.0f} |")
+            print(rows[-1], flush=True)
+        for f in folder.iterdir():
+            if f.is_file():
+                f.unlink()
     table = "\n".join(rows)
     print(table)
     if args.out:

@@ -13,7 +13,7 @@ This module imports neither fairchem line, so the app and both adapters can impo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,6 +49,14 @@ class PredictAdapter(Protocol):
         """One prediction per frame, ``batch_size`` frames per forward pass."""
         ...
 
+    def predict_stream(self, checkpoint: str | Path, frames: Iterable[Atoms],
+                       batch_size: int = 8, device: str = "cpu",
+                       progress: Say | None = None, seed: int = 0
+                       ) -> Iterator[list[StructurePrediction]]:
+        """``predict_atoms`` one batch at a time, drawing ``frames`` (a stream) lazily:
+        memory holds one batch of structures at any dataset size."""
+        ...
+
 
 class UncertaintyAdapter(Protocol):
     """``fairchem<N>.uncertainty``: fit, read and write a checkpoint's epistemic state."""
@@ -62,10 +70,10 @@ class UncertaintyAdapter(Protocol):
         """The fitted epistemic state of the energy head; None if there is none."""
         ...
 
-    def fit(self, checkpoint: str | Path, frames: Sequence[Atoms], method: str = ...,
+    def fit(self, checkpoint: str | Path, frames: Iterable[Atoms], method: str = ...,
             batch_size: int = 8, device: str = "cpu", progress: Say | None = None
             ) -> dict[str, Any]:
-        """Fit the epistemic state in one pass over ``frames``."""
+        """Fit the epistemic state in one pass over ``frames`` (a stream will do)."""
         ...
 
     def write(self, checkpoint: str | Path, out: str | Path,

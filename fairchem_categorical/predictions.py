@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import logging
 import math
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,27 +155,81 @@ def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.nda
     return preds
 
 
+def chunks_of(items: Iterable, size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last shorter), drawn lazily: a stream of frames
+    is never held whole."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def stream_in_chunks(
+    frames: Iterable,
+    batch_size: int,
+    predict_chunk: Callable[[Sequence, int], list[StructurePrediction]],
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[list[StructurePrediction]]:
+    """Both lines' batching loop, lazily: ``predict_chunk(chunk, start)`` per batch, each
+    batch's predictions yielded as they come, so memory holds one batch of frames.
+
+    ``frames`` may be a list or a stream (``iter_frames``); progress says "n/total" where
+    the total is known. An empty input is an error once it is found empty.
+    """
+    total = len(frames) if isinstance(frames, Sized) else None
+    done = 0
+    for chunk in chunks_of(frames, batch_size):
+        yield predict_chunk(chunk, done)
+        done += len(chunk)
+        if progress:
+            progress(f"predicted {done}/{total}" if total is not None else f"predicted {done}")
+    if not done:
+        raise ValueError("no structures to predict")
+
+
 def predict_in_chunks(
-    frames: Sequence,
+    frames: Iterable,
     batch_size: int,
     predict_chunk: Callable[[Sequence, int], list[StructurePrediction]],
     progress: Callable[[str], None] | None = None,
 ) -> list[StructurePrediction]:
-    """Both lines' batching loop: ``predict_chunk(chunk, start)`` per batch, with progress."""
-    if not len(frames):
-        raise ValueError("no structures to predict")
-    if batch_size < 1:
+    """``stream_in_chunks`` gathered into one list."""
+    if batch_size < 1:  # before an empty input is noticed
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    preds: list[StructurePrediction] = []
-    for start in range(0, len(frames), batch_size):
-        preds.extend(predict_chunk(frames[start:start + batch_size], start))
-        if progress:
-            progress(f"predicted {min(start + batch_size, len(frames))}/{len(frames)}")
-    return preds
+    return [p for chunk in stream_in_chunks(frames, batch_size, predict_chunk, progress)
+            for p in chunk]
+
+
+def stream_frames(
+    frames: Iterable,
+    batch_size: int,
+    make_batch: Callable[[Sequence], Any],
+    run_batch: Callable[[Any, int], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]],
+    progress: Callable[[str], None] | None = None,
+    unseen: UnseenElements | None = None,
+) -> Iterator[list[StructurePrediction]]:
+    """Both lines' prediction loop, one batch's records at a time (see ``predict_frames``);
+    ``unseen`` marks each batch's structures holding elements the bins never saw."""
+    def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
+        batch = make_batch(chunk)
+        out, extras = run_batch(batch, start)
+        forces, stress = out.get("forces"), out.get("stress")
+        preds = split_batch(
+            chunk, start, batch.natoms.cpu().numpy(), out["energy"].double().cpu().numpy(),
+            None if forces is None else forces.double().cpu().numpy(),
+            {k: v.double().cpu().numpy() for k, v in extras.items()},
+            fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None,
+            stress=None if stress is None else stress.double().cpu().numpy())
+        if unseen is not None:
+            unseen.mark(preds, chunk)
+        return preds
+
+    return stream_in_chunks(frames, batch_size, chunk_predictions, progress)
 
 
 def predict_frames(
-    frames: Sequence,
+    frames: Iterable,
     batch_size: int,
     make_batch: Callable[[Sequence], Any],
     run_batch: Callable[[Any, int], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]],
@@ -186,18 +241,62 @@ def predict_frames(
     ``run_batch(batch, start)`` returns the adapter's ``predict_batch`` pair: ``energy``
     (B,) and ``forces`` (N, 3), and the uncertainty outputs (see ``split_batch``).
     """
-    def chunk_predictions(chunk: Sequence, start: int) -> list[StructurePrediction]:
-        batch = make_batch(chunk)
-        out, extras = run_batch(batch, start)
-        forces, stress = out.get("forces"), out.get("stress")
-        return split_batch(
-            chunk, start, batch.natoms.cpu().numpy(), out["energy"].double().cpu().numpy(),
-            None if forces is None else forces.double().cpu().numpy(),
-            {k: v.double().cpu().numpy() for k, v in extras.items()},
-            fixed=batch.fixed.cpu().numpy() if "fixed" in batch else None,
-            stress=None if stress is None else stress.double().cpu().numpy())
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    return [p for chunk in stream_frames(frames, batch_size, make_batch, run_batch, progress)
+            for p in chunk]
 
-    return predict_in_chunks(frames, batch_size, chunk_predictions, progress)
+
+class UnseenElements:
+    """Which structures hold elements the model's bins never saw, gathered batch by batch:
+    a stream of predictions is marked as it goes and reported once, at the end.
+
+    ``transform`` is the energy head's ``EnergyTransform`` (None for a scalar model:
+    nothing is known, nothing is marked).
+    """
+
+    def __init__(self, transform: EnergyTransform | None) -> None:
+        self.transform = transform
+        self.flagged: list[int] = []
+        self.by_element: dict[int, list[int]] = {}
+        self.total = 0
+
+    def mark(self, preds: Sequence[StructurePrediction], frames: Sequence) -> None:
+        """Set ``unseen_elements`` (``"Au Pd"``) on the predictions of such frames."""
+        self.total += len(preds)
+        if self.transform is None:
+            return
+        for pred, atoms in zip(preds, frames, strict=True):
+            unseen = self.transform.unseen_elements(atoms.get_atomic_numbers())
+            if unseen:
+                pred.unseen_elements = element_symbols(unseen)
+                self.flagged.append(pred.index)
+                for z in unseen:
+                    self.by_element.setdefault(z, []).append(pred.index)
+
+    def report(self, say: Callable[[str], None] | None = None) -> list[int]:
+        """Say which structures (input order) were marked; their indices."""
+        if self.flagged:
+            detail = "; ".join(
+                f"{element_symbols([z])} in {len(idx)} ({', '.join(map(str, idx[:10]))}"
+                f"{', ...' if len(idx) > 10 else ''})"
+                for z, idx in sorted(self.by_element.items()))
+            msg = (f"{len(self.flagged)} of {self.total} structures hold elements the model "
+                   f"never saw in training ({detail}; indices in input order): their energies "
+                   "are unreliable (element reference 0 eV); the CSV marks them in "
+                   "'unseen_elements'")
+            if say is not None:
+                say(f"warning: {msg}")
+            else:
+                logging.warning(msg)
+        return list(self.flagged)
+
+
+def reported(chunks: Iterable[list[StructurePrediction]], unseen: UnseenElements,
+             say: Callable[[str], None] | None = None) -> Iterator[list[StructurePrediction]]:
+    """``chunks`` passed on, then the unseen elements reported once they are all through."""
+    yield from chunks
+    unseen.report(say)
 
 
 def flag_unseen_elements(preds: Sequence[StructurePrediction], frames: Sequence,
@@ -209,28 +308,9 @@ def flag_unseen_elements(preds: Sequence[StructurePrediction], frames: Sequence,
     them; returns their indices. ``transform`` is the energy head's ``EnergyTransform``
     (None for a scalar model: nothing is known, nothing is marked).
     """
-    if transform is None:
-        return []
-    flagged, by_element = [], {}
-    for pred, atoms in zip(preds, frames, strict=True):
-        unseen = transform.unseen_elements(atoms.get_atomic_numbers())
-        if unseen:
-            pred.unseen_elements = element_symbols(unseen)
-            flagged.append(pred.index)
-            for z in unseen:
-                by_element.setdefault(z, []).append(pred.index)
-    if flagged:
-        detail = "; ".join(
-            f"{element_symbols([z])} in {len(idx)} ({', '.join(map(str, idx[:10]))}"
-            f"{', ...' if len(idx) > 10 else ''})" for z, idx in sorted(by_element.items()))
-        msg = (f"{len(flagged)} of {len(preds)} structures hold elements the model never "
-               f"saw in training ({detail}; indices in input order): their energies are "
-               "unreliable (element reference 0 eV); the CSV marks them in 'unseen_elements'")
-        if say is not None:
-            say(f"warning: {msg}")
-        else:
-            logging.warning(msg)
-    return flagged
+    unseen = UnseenElements(transform)
+    unseen.mark(preds, frames)
+    return unseen.report(say)
 
 
 @contextlib.contextmanager
@@ -320,8 +400,7 @@ def write_predictions(preds: Sequence[StructurePrediction], out_csv: str | Path
         with tmp_csv.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
-            for p in preds:
-                writer.writerow({k: _fmt(v) for k, v in p.row().items()})
+            writer.writerows(csv_row(p) for p in preds)
         with tmp_npz.open("wb") as fh:  # a handle: np.savez would append .npz to the name
             np.savez(fh, **arrays)
         os.replace(tmp_csv, out_csv)
@@ -387,6 +466,11 @@ def load_predictions(csv_path: str | Path, npz_path: str | Path | None = None
         raise ValueError(f"{csv_path} has {rows} rows but {npz} holds {len(arrays['natoms'])} "
                          "structures: one of them is cut short or from another run")
     return columns, arrays
+
+
+def csv_row(pred: StructurePrediction) -> dict[str, object]:
+    """A prediction's CSV row as written: NaN as an empty field, floats exactly (repr)."""
+    return {k: _fmt(v) for k, v in pred.row().items()}
 
 
 def _fmt(value: object) -> object:

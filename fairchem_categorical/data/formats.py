@@ -8,6 +8,7 @@ their own DFT data.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -150,6 +151,21 @@ def iter_frames(paths: Sequence[str | Path], require_labels: bool = True) -> Ite
             yield atoms
 
 
+def open_frames(paths: Sequence[str | Path], require_labels: bool = True) -> Iterator[Atoms]:
+    """``iter_frames``, with what can fail before any work failing now: every path exists
+    (a folder holds a dataset) and the first structure reads. Commands that stream
+    (predict, evaluate, fit-uncertainty) call this before loading a model; a bad structure
+    further on is still an error naming it, found when the stream reaches it."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    for p in [f for path in paths for f in expand(Path(path))]:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file")
+    frames = iter_frames(paths, require_labels)
+    first = next(frames)  # iter_frames raises for an empty input, never stops at once
+    return itertools.chain([first], frames)
+
+
 def convert(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -182,4 +198,4 @@ def convert(
     return len(frames)
 
 
-__all__ = ["convert", "expand", "read_frames", "writer"]
+__all__ = ["convert", "expand", "iter_frames", "open_frames", "read_frames", "writer"]

@@ -9,7 +9,7 @@ models get their saved normalizers and element references back.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ from fairchem.core.preprocessing import AtomsToGraphs
 from fairchem_categorical.fairchem1.heads import CategoricalDirectForceHead, CategoricalEnergyHead
 from fairchem_categorical.predictions import (
     StructurePrediction,
-    flag_unseen_elements,
-    predict_frames,
+    UnseenElements,
+    reported,
     seeded,
+    stream_frames,
 )
 from fairchem_categorical.readout import epistemic_items
 
@@ -176,16 +177,46 @@ def predict_batch(loaded: LoadedModel, batch, seed: int
     return out, extras
 
 
-def predict_loaded(loaded: LoadedModel, frames: Sequence, batch_size: int = 8,
+def stream_loaded(loaded: LoadedModel, frames: Iterable, batch_size: int = 8,
+                  progress: Callable[[str], None] | None = None, seed: int = 0,
+                  unseen: UnseenElements | None = None) -> Iterator[list[StructurePrediction]]:
+    """``predict_stream`` with a model already loaded: each batch's records as they come."""
+    a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
+                        r_fixed=True, r_pbc=True)
+    return stream_frames(
+        frames, batch_size,
+        lambda chunk: data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True),
+        lambda batch, start: predict_batch(loaded, batch, seed + start), progress, unseen)
+
+
+def predict_loaded(loaded: LoadedModel, frames: Iterable, batch_size: int = 8,
                    progress: Callable[[str], None] | None = None, seed: int = 0
                    ) -> list[StructurePrediction]:
     """``predict_atoms`` with a model already loaded."""
-    a2g = AtomsToGraphs(r_energy=False, r_forces=False, r_distances=False, r_edges=False,
-                        r_fixed=True, r_pbc=True)
-    return predict_frames(
-        frames, batch_size,
-        lambda chunk: data_list_collater([a2g.convert(a) for a in chunk], otf_graph=True),
-        lambda batch, start: predict_batch(loaded, batch, seed + start), progress)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    return [p for chunk in stream_loaded(loaded, frames, batch_size, progress, seed)
+            for p in chunk]
+
+
+def predict_stream(
+    checkpoint: str | Path,
+    frames: Iterable,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+    seed: int = 0,
+) -> Iterator[list[StructurePrediction]]:
+    """``predict_atoms`` one batch at a time: ``frames`` may be a stream (``iter_frames``),
+    drawn ``batch_size`` at a time, so memory holds one batch of structures whatever the
+    dataset's size. The model loads (and a bad checkpoint fails) at the call; structures
+    holding elements the bins never saw are marked per batch and reported after the
+    last."""
+    loaded = LoadedModel(checkpoint, device)
+    head = loaded.energy_head
+    unseen = UnseenElements(None if head is None else head.energy_transform.spec)
+    return reported(stream_loaded(loaded, frames, batch_size, progress, seed, unseen),
+                    unseen, progress)
 
 
 def predict_atoms(
@@ -197,9 +228,7 @@ def predict_atoms(
     seed: int = 0,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame."""
-    loaded = LoadedModel(checkpoint, device)
-    preds = predict_loaded(loaded, frames, batch_size, progress, seed)
-    head = loaded.energy_head
-    flag_unseen_elements(preds, frames, None if head is None else head.energy_transform.spec,
-                         progress)
-    return preds
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    return [p for chunk in predict_stream(checkpoint, frames, batch_size, device, progress,
+                                          seed) for p in chunk]

@@ -9,7 +9,7 @@ parameters), so ``predict``, the OCP trainer and fairchem's calculator load them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from fairchem_categorical.epistemic import (
     read_head_state,
     write_head_state,
 )
-from fairchem_categorical.fairchem1.predict import LoadedModel, predict_loaded
+from fairchem_categorical.fairchem1.predict import LoadedModel, stream_loaded
 from fairchem_categorical.fairchem1.predict import load_checkpoint as _load
 from fairchem_categorical.fairchem1.train import ENERGY_HEADS
 
@@ -46,15 +46,19 @@ def read_state(checkpoint: str | Path) -> dict[str, Any] | None:
     return read_head_state(ckpt["state_dict"], _energy_heads(ckpt, checkpoint)[0])
 
 
-def fit(checkpoint: str | Path, frames: Sequence, method: str = DEFAULT_METHOD,
+def fit(checkpoint: str | Path, frames: Iterable, method: str = DEFAULT_METHOD,
         batch_size: int = 8, device: str = "cpu",
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """One pass over ``frames`` (the training set) -> the fitted epistemic state."""
+    """One pass over ``frames`` (the training set) -> the fitted epistemic state.
+
+    ``frames`` may be a stream (``iter_frames``): one batch is held at a time, and the
+    statistics (sums over atoms) stay the same size whatever the dataset's."""
     loaded = LoadedModel(checkpoint, device)
     if loaded.energy_head is None:
         raise ValueError(f"{checkpoint} has no categorical energy head (a scalar model?)")
     with loaded.energy_head.epistemic.collecting(FeatureStatistics()) as stats:
-        predict_loaded(loaded, frames, batch_size=batch_size, progress=progress)
+        for _ in stream_loaded(loaded, frames, batch_size=batch_size, progress=progress):
+            pass  # the head collects; the predictions themselves are not needed
     return fit_state(stats, method)
 
 

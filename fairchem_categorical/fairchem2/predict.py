@@ -9,7 +9,7 @@ categorical heads' uncertainties ride beside them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ from fairchem_categorical.devices import fairchem_device
 from fairchem_categorical.fairchem2.heads import CategoricalDirectForceHead, CategoricalEnergyHead
 from fairchem_categorical.predictions import (
     StructurePrediction,
-    flag_unseen_elements,
-    predict_frames,
+    UnseenElements,
+    reported,
     seeded,
+    stream_frames,
 )
 from fairchem_categorical.readout import epistemic_items
 
@@ -198,17 +199,50 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int,
     return out, extras
 
 
-def predict_unit(unit: CategoricalPredictUnit, frames: Sequence, batch_size: int = 8,
-                 progress: Callable[[str], None] | None = None, seed: int = 0,
-                 task: str | None = None) -> list[StructurePrediction]:
-    """``predict_atoms`` with a unit already loaded."""
+def stream_unit(unit: CategoricalPredictUnit, frames: Iterable, batch_size: int = 8,
+                progress: Callable[[str], None] | None = None, seed: int = 0,
+                task: str | None = None, unseen: UnseenElements | None = None
+                ) -> Iterator[list[StructurePrediction]]:
+    """``predict_stream`` with a unit already loaded: each batch's records as they come."""
     dataset_name = task if task is not None else unit.energy_task.datasets[0]
     unit.energy_task_for(dataset_name)  # an unknown task: the error, before any batch
-    return predict_frames(
+    return stream_frames(
         frames, batch_size,
         lambda chunk: atomicdata_list_to_batch([to_data(a, dataset_name) for a in chunk]),
         lambda batch, start: predict_batch(unit, batch, seed + start, dataset_name),
-        progress)
+        progress, unseen)
+
+
+def predict_unit(unit: CategoricalPredictUnit, frames: Iterable, batch_size: int = 8,
+                 progress: Callable[[str], None] | None = None, seed: int = 0,
+                 task: str | None = None) -> list[StructurePrediction]:
+    """``predict_atoms`` with a unit already loaded."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    return [p for chunk in stream_unit(unit, frames, batch_size, progress, seed, task)
+            for p in chunk]
+
+
+def predict_stream(
+    checkpoint: str | Path,
+    frames: Iterable,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+    seed: int = 0,
+    inference_settings: str | InferenceSettings = DEFAULT_SETTINGS,
+    task: str | None = None,
+) -> Iterator[list[StructurePrediction]]:
+    """``predict_atoms`` one batch at a time: ``frames`` may be a stream (``iter_frames``),
+    drawn ``batch_size`` at a time, so memory holds one batch of structures whatever the
+    dataset's size. The model loads (and a bad checkpoint or task fails) at the call;
+    structures holding elements the bins never saw are marked per batch and reported
+    after the last."""
+    unit = load_unit(checkpoint, device, inference_settings)
+    head = unit.head(CategoricalEnergyHead)
+    unseen = UnseenElements(None if head is None else head.energy_transform.spec)
+    return reported(stream_unit(unit, frames, batch_size, progress, seed, task, unseen),
+                    unseen, progress)
 
 
 def predict_atoms(
@@ -227,9 +261,7 @@ def predict_atoms(
     of the checkpoint's tasks (datasets, e.g. ``oc20`` or ``omat`` for UMA) to predict;
     None: the first energy task's first dataset.
     """
-    unit = load_unit(checkpoint, device, inference_settings)
-    preds = predict_unit(unit, frames, batch_size, progress, seed, task)
-    head = unit.head(CategoricalEnergyHead)
-    flag_unseen_elements(preds, frames, None if head is None else head.energy_transform.spec,
-                         progress)
-    return preds
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    return [p for chunk in predict_stream(checkpoint, frames, batch_size, device, progress,
+                                          seed, inference_settings, task) for p in chunk]

@@ -9,7 +9,7 @@ The math is the core's (``epistemic``, ``calibration``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from fairchem_categorical.epistemic import (
     write_head_state,
 )
 from fairchem_categorical.fairchem2.heads import CategoricalEnergyHead
-from fairchem_categorical.fairchem2.predict import load_unit, predict_unit
+from fairchem_categorical.fairchem2.predict import load_unit, stream_unit
 
 HEAD_CLASS = CategoricalEnergyHead.__name__
 
@@ -57,16 +57,20 @@ def read_state(checkpoint: str | Path) -> dict[str, Any] | None:
     return read_head_state(state, _energy_heads(ckpt, checkpoint)[0])
 
 
-def fit(checkpoint: str | Path, frames: Sequence, method: str = DEFAULT_METHOD,
+def fit(checkpoint: str | Path, frames: Iterable, method: str = DEFAULT_METHOD,
         batch_size: int = 8, device: str = "cpu",
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """One pass over ``frames`` (the training set) -> the fitted epistemic state."""
+    """One pass over ``frames`` (the training set) -> the fitted epistemic state.
+
+    ``frames`` may be a stream (``iter_frames``): one batch is held at a time, and the
+    statistics (sums over atoms) stay the same size whatever the dataset's."""
     unit = load_unit(checkpoint, device)
     head = unit.head(CategoricalEnergyHead)
     if head is None:
         raise ValueError(f"{checkpoint} has no categorical energy head (a scalar model?)")
     with head.epistemic.collecting(FeatureStatistics()) as stats:
-        predict_unit(unit, frames, batch_size=batch_size, progress=progress)
+        for _ in stream_unit(unit, frames, batch_size=batch_size, progress=progress):
+            pass  # the head collects; the predictions themselves are not needed
     return fit_state(stats, method)
 
 

@@ -30,17 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
     from fairchem_categorical.app.checks import output_file
-    from fairchem_categorical.app.jobs import predict_files
-    from fairchem_categorical.predictions import write_predictions
+    from fairchem_categorical.app.jobs import predict_to_files
 
     output_file(args.out)  # before the prediction, not after
-    preds = predict_files(args.checkpoint, args.data, batch_size=args.batch_size,
-                          device=args.device, progress=say,
-                          inference_settings=args.inference_settings, task=args.task)
-    csv_path, npz_path = write_predictions(preds, args.out)
-    say(f"wrote {csv_path} ({len(preds)} structures) and {npz_path}")
-    if preds[0].energy_probs is not None and preds[0].ood_score != preds[0].ood_score:
+    written = predict_to_files(args.checkpoint, args.data, args.out,
+                               batch_size=args.batch_size, device=args.device, progress=say,
+                               inference_settings=args.inference_settings, task=args.task)
+    csv_path, npz_path = written.paths
+    say(f"wrote {csv_path} ({written.count} structures) and {npz_path}")
+    first = written.first
+    if first is not None and first.energy_probs is not None and math.isnan(first.ood_score):
         say("note: energy_uncertainty and ood_score are empty: this checkpoint has no fitted "
              "epistemic state (run fit-uncertainty on it)")
     return 0

@@ -9,8 +9,8 @@ says what each adapter offers).
 from fairchem_categorical.app.jobs.calibrate import CALIBRATION_KEYS, calibrate
 from fairchem_categorical.app.jobs.evaluate import evaluate_checkpoint
 from fairchem_categorical.app.jobs.fit_uncertainty import fit_uncertainty
-from fairchem_categorical.app.jobs.predict import predict_files
+from fairchem_categorical.app.jobs.predict import predict_files, predict_to_files, stream_files
 from fairchem_categorical.app.jobs.train import train
 
 __all__ = ["CALIBRATION_KEYS", "calibrate", "evaluate_checkpoint", "fit_uncertainty",
-           "predict_files", "train"]
+           "predict_files", "predict_to_files", "stream_files", "train"]

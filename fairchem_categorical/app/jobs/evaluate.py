@@ -7,8 +7,8 @@ from pathlib import Path
 
 from fairchem_categorical.adapters import Say
 from fairchem_categorical.app import checks
-from fairchem_categorical.app.jobs.predict import predict_files
-from fairchem_categorical.predictions import as_columns, write_predictions
+from fairchem_categorical.app.jobs.predict import predict_to_files
+from fairchem_categorical.predictions import load_predictions
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out: str | Path,
@@ -16,16 +16,21 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], out:
                         progress: Say | None = None, device: str = "cpu"
                         ) -> dict[str, float]:
     """Predict ``data`` (and ``ood_data``) on ``device``, keep the prediction files, write
-    the report."""
+    the report.
+
+    The structures stream through the model into the prediction files (one batch of Atoms
+    in memory); the metrics then read those files back, so they hold the CSV's columns
+    and the NPZ's arrays (a few numbers per structure and per atom, not Atoms) at once.
+    """
     from fairchem_categorical.report.evaluate import write_report
 
     checks.device(device)
     out = checks.output_folder(out)
-    preds = predict_files(checkpoint, data, progress=progress, device=device)
-    write_predictions(preds, out / "predictions.csv")
+    written = predict_to_files(checkpoint, data, out / "predictions.csv", progress=progress,
+                               device=device)
     ood = None
     if ood_data:
-        ood_preds = predict_files(checkpoint, ood_data, progress=progress, device=device)
-        write_predictions(ood_preds, out / "ood_predictions.csv")
-        ood = as_columns(ood_preds)[0]
-    return write_report(*as_columns(preds), out, ood)
+        ood_written = predict_to_files(checkpoint, ood_data, out / "ood_predictions.csv",
+                                       progress=progress, device=device)
+        ood = load_predictions(ood_written.csv_path)[0]
+    return write_report(*load_predictions(written.csv_path), out, ood)

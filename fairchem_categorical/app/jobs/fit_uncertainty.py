@@ -22,9 +22,11 @@ def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],
     every loader of the model (predict, evaluate, calculators) applies it. Without
     ``val`` the scales stay at 1 (uncalibrated) and ``energy_uncertainty`` is not yet
     meaningful in eV; run ``calibrate`` later. The fit and both calibration passes run on
-    ``device``.
+    ``device``. The training data stream through the model one batch at a time (the
+    statistics are sums, the same size at any dataset size); the calibration passes keep
+    every validation structure's record (numbers, not Atoms: ``calibrate``).
     """
-    from fairchem_categorical.data.formats import read_frames
+    from fairchem_categorical.data.formats import open_frames
     from fairchem_categorical.epistemic import DEFAULT_METHOD
 
     line = lines.for_checkpoint(checkpoint, "fit-uncertainty")
@@ -32,10 +34,10 @@ def fit_uncertainty(checkpoint: str | Path, train: Sequence[str | Path],
     checks.output_file(out)
     adapter = line.adapter("uncertainty")
     adapter.require_categorical(checkpoint, "fit-uncertainty")
-    frames = read_frames(train, require_labels=False)
+    frames = open_frames(train, require_labels=False)
     t = time.time()
     if progress:
-        progress(f"fitting the feature statistics on {len(frames)} training structures")
+        progress("fitting the feature statistics on the training structures")
     state = adapter.fit(checkpoint, frames, method or DEFAULT_METHOD, batch_size=batch_size,
                         device=device, progress=progress)
     fit_seconds = time.time() - t
