@@ -12,8 +12,10 @@ A calculator on either line runs its adapter's ``predict_batch`` (the same call
   ``ood_score`` when the model provides it; ``energy_edge_mass`` (probability in the
   histogram's outermost bins: the energy may lie beyond the support);
 * the histogram itself, ``energy_bin_centers`` and ``energy_probs`` (K,), on the eV axis;
-* per atom (N,): ``forces_uncertainty`` (std of the force-magnitude histogram, eV/A,
-  direct-force heads) and ``atom_ood_score`` when the model provides it.
+* per atom (N,): ``forces_uncertainty`` (eV/A: the std of the force-magnitude histogram
+  of a direct-force head, or the spread of a conservative shallow ensemble's members'
+  forces, sqrt(mean_m |F_m - mean F|^2), as MACE's committee reports it) and
+  ``atom_ood_score`` when the model provides it.
 
 Scalar checkpoints give only the first group. A structure holding elements the model's
 bins were never fitted on gets ``unseen_elements`` (``"Au Pd"``; its energy is unreliable).

@@ -341,6 +341,13 @@ class CategoricalEnergyReadout(nn.Module):
                         dist.disagreement_variance().sqrt(), natoms),
                     "energy_edge_mass": (mix[..., 0] + mix[..., -1]).to(probs.dtype)}
 
+    def member_energies(self, logits: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
+        """(B, M) each member's decoded energy (eV, referenced; with grad): what
+        ``member_force_spread`` differentiates."""
+        probs = self.support.probs(logits if logits.dim() == 3 else logits.unsqueeze(1))
+        means = (probs * self.support.centers_like(probs)).sum(-1).double()
+        return self.energy_transform.spec.to_energy(means, natoms.unsqueeze(-1))
+
     @torch.no_grad()
     def histogram_in_ev(self, logits: torch.Tensor, natoms: torch.Tensor,
                         offset: torch.Tensor, epistemic_score: torch.Tensor | None = None
@@ -378,6 +385,19 @@ class CategoricalEnergyReadout(nn.Module):
         if dist.num_members > 1:
             out["energy_member_probs"] = dist.members
         return out
+
+
+def member_force_spread(member_energies: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """(N,) per-atom force uncertainty of a conservative shallow ensemble (eV/A).
+
+    Each member's forces F_m = -dE_m/dx (one backward pass per member, on the graph the
+    model's own forces use), and their spread sqrt(mean_m |F_m - mean_m F_m|^2): the
+    committee force deviation MACE and metatrain report, here from one backbone.
+    """
+    forces = torch.stack([
+        torch.autograd.grad(member_energies[:, m].sum(), pos, retain_graph=True)[0]
+        for m in range(member_energies.shape[1])])
+    return (forces - forces.mean(0)).square().sum(-1).mean(0).sqrt().detach()
 
 
 def is_symmetric_force_support(low: float, high: float) -> bool:

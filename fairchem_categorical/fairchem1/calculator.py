@@ -41,12 +41,17 @@ class CategoricalCalculator(OCPCalculator):
     Takes ``OCPCalculator``'s arguments (``checkpoint_path=...``, ``cpu=True``, ``seed``);
     ``seed`` also fixes the random edge frames of the backbones on every call (default
     0, ``predict``'s), so a calculation equals ``predict_atoms(..., seed=seed)``.
+    ``forces_uncertainty``: a conservative shallow ensemble's per-atom spread of its
+    members' forces (one more backward pass per member; nothing without members).
     """
 
-    def __init__(self, *args: Any, seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, seed: int | None = None, forces_uncertainty: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(*args, seed=seed, **kwargs)
         self.seed = 0 if seed is None else int(seed)
         self.loaded = LoadedModel.from_trainer(self.trainer, self.config["checkpoint"])
+        if self.loaded.energy_head is not None:  # a shallow ensemble's member forces
+            self.loaded.energy_head.member_forces = bool(forces_uncertainty)
         base = ["energy", "free_energy", *(["forces"] if "forces" in self.config["outputs"]
                                            else [])]
         self.base_properties = [p for p in base if p in _ASE_PROPERTIES]

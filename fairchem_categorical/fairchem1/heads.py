@@ -22,7 +22,11 @@ from fairchem.core.common.utils import conditional_grad
 from fairchem.core.models.base import HeadInterface
 from torch import nn
 
-from fairchem_categorical.readout import CategoricalEnergyReadout, ForceMagnitudeReadout
+from fairchem_categorical.readout import (
+    CategoricalEnergyReadout,
+    ForceMagnitudeReadout,
+    member_force_spread,
+)
 
 
 def node_coefficients(emb: dict[str, Any]) -> torch.Tensor:
@@ -55,11 +59,13 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
         logits_key: str = "energy_categorical",
         forces_key: str = "forces",
         num_members: int = 1,
+        member_forces: bool = False,
     ) -> None:
         super().__init__(backbone.sphere_channels, _hidden(backbone, hidden_channels),
                          support, energy, num_members=num_members)
         self.energy_key, self.logits_key, self.forces_key = energy_key, logits_key, forces_key
         self.gradient_forces = gradient_forces
+        self.member_forces = bool(member_forces)  # see the 2.x head
         self.regress_forces = gradient_forces  # read by fairchem's conditional_grad
         if gradient_forces:
             if not hasattr(backbone, "direct_forces") or not hasattr(backbone, "regress_forces") \
@@ -87,8 +93,12 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
         energy = (out.pop("energy") + refs).to(data["pos"].dtype)
         out = {self.energy_key: energy, self.logits_key: logits, **out}
         if self.gradient_forces:
-            grad = torch.autograd.grad(energy.sum(), data["pos"], create_graph=self.training)[0]
+            grad = torch.autograd.grad(energy.sum(), data["pos"], create_graph=self.training,
+                                       retain_graph=self.member_forces or self.training)[0]
             out[self.forces_key] = -grad
+            if self.member_forces and self.num_members > 1 and not self.training:
+                out["forces_std"] = member_force_spread(
+                    self.member_energies(logits, natoms), data["pos"])
         return out
 
 

@@ -174,6 +174,8 @@ def predict_batch(loaded: LoadedModel, batch, seed: int
                                            raw.get("ood_score")))
     if loaded.force_head is not None:
         extras.update({k: raw[k] for k in ("forces_std", "forces_entropy")})
+    elif "forces_std" in raw:  # a shallow ensemble's member forces (member_forces)
+        extras["forces_std"] = raw["forces_std"]
     return out, extras
 
 

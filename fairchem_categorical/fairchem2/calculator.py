@@ -60,10 +60,13 @@ class CategoricalCalculator(FAIRChemCalculator):
     gains the record of the heads' outputs. ``seed`` fixes the random edge-frame
     rolls of eSCN backbones for every call (default: the unit's seed), so a
     calculation is repeatable and equals ``predict_atoms(..., seed=seed)``.
+    ``forces_uncertainty``: a conservative shallow ensemble's per-atom
+    ``forces_uncertainty``, the spread of its members' forces (one more backward pass per
+    member); without members it changes nothing.
     """
 
     def __init__(self, predict_unit: MLIPPredictUnit, task_name: UMATask | str | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, forces_uncertainty: bool = True) -> None:
         if not isinstance(predict_unit, MLIPPredictUnit):
             raise TypeError(f"predict_unit must be fairchem's MLIPPredictUnit, got "
                             f"{type(predict_unit).__name__}")
@@ -77,6 +80,8 @@ class CategoricalCalculator(FAIRChemCalculator):
         self.implemented_properties = list(self.base_properties)
         head = predict_unit.head(CategoricalEnergyHead)
         self.energy_transform = None if head is None else head.energy_transform.spec
+        if head is not None:
+            head.member_forces = bool(forces_uncertainty)
         self._warned: set[int] = set()
 
     @classmethod

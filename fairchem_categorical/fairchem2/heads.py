@@ -21,7 +21,11 @@ from fairchem.core.models.uma.outputs import (
 )
 from torch import nn
 
-from fairchem_categorical.readout import CategoricalEnergyReadout, ForceMagnitudeReadout
+from fairchem_categorical.readout import (
+    CategoricalEnergyReadout,
+    ForceMagnitudeReadout,
+    member_force_spread,
+)
 
 
 @registry.register_model("categorical_energy_head")
@@ -31,7 +35,10 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
     The decoded (expected) energy is returned under the energy task in eV of
     referenced total energy (pair it with an identity normalizer and the element
     references); forces and stress, when the backbone's regress config asks for
-    gradients, are derivatives of that decoded energy.
+    gradients, are derivatives of that decoded energy. A shallow ensemble
+    (``num_members`` > 1) with ``member_forces`` also returns, in eval mode, each atom's
+    ``forces_std``: the spread of its members' forces (one extra backward pass per
+    member, so off unless asked for; the calculator asks).
     """
 
     def __init__(
@@ -45,12 +52,14 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
         forces_task: str = "forces",
         stress_task: str = "stress",
         num_members: int = 1,
+        member_forces: bool = False,
     ) -> None:
         super().__init__(backbone.sphere_channels, hidden_channels or backbone.hidden_channels,
                          support, energy, num_members=num_members)
         self.energy_task, self.logits_task = energy_task, logits_task
         self.forces_task, self.stress_task = forces_task, stress_task
         self.regress_config = backbone.regress_config
+        self.member_forces = bool(member_forces)
         backbone.energy_block = None
         backbone.force_block = None
 
@@ -69,6 +78,12 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
             self.logits_task: {"logits": logits},
         }
         rc = self.regress_config
+        spread = None
+        if (self.member_forces and self.num_members > 1 and not self.training
+                and rc.forces and not rc.direct_forces):
+            # before the model's own forces: their backward pass frees the graph
+            spread = member_force_spread(self.member_energies(logits, data["natoms"]),
+                                         data["pos"])
         if rc.stress and not rc.direct_stress:
             forces, stress = compute_forces_and_stress(
                 energy, data["pos"], data["cell"], batch=data["batch"],
@@ -79,6 +94,8 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
         elif rc.forces and not rc.direct_forces:
             out[self.forces_task] = {"forces": compute_forces(energy, data["pos"],
                                                               training=self.training)}
+        if spread is not None:
+            out[self.forces_task]["forces_std"] = spread
         return out
 
 

@@ -192,6 +192,9 @@ def predict_batch(unit: CategoricalPredictUnit, batch: AtomicData, seed: int,
         logits = raw[energy_head.logits_task]["logits"]
         extras.update(energy_head.histogram_in_ev(logits, batch.natoms.to(refs.device),
                                                   refs, head_out.get("ood_score")))
+        spread = raw.get(energy_head.forces_task, {}).get("forces_std")
+        if spread is not None:  # a shallow ensemble's member forces (member_forces)
+            extras["forces_std"] = spread
     force_head = unit.head(CategoricalDirectForceHead)
     if force_head is not None:
         extras.update({k: raw[force_head.forces_task][k] for k in ("forces_std",

@@ -91,3 +91,20 @@ def test_member_logits_train_with_the_mean_of_their_own_cross_entropies() -> Non
     assert float(got) == pytest.approx(float(each.mean()), rel=1e-6)
     with pytest.raises(ValueError, match="do not split"):
         loss.loss_fn(torch.zeros(5, 2 * k + 1), torch.zeros(5, 2 * k + 1), torch.ones(5))
+
+
+def test_calculator_gives_the_members_force_spread(frames, tmp_path) -> None:
+    from fairchem_categorical.fairchem1.calculator import CategoricalCalculator
+
+    spreads = {}
+    for name, noise in (("copies", 0.0), ("k3", 0.3)):
+        calc = CategoricalCalculator(checkpoint_path=str(with_members(tmp_path / f"{name}.pt",
+                                                                      noise)), cpu=True)
+        atoms = frames[0].copy()
+        atoms.calc = calc
+        atoms.get_forces()
+        spreads[name] = calc.results["forces_uncertainty"]
+        assert spreads[name].shape == (len(atoms),)
+    assert np.abs(spreads["copies"]).max() < 1e-7  # identical members agree exactly
+    # perturbed output layers: every atom's members disagree (1e-4 eV/A on this tiny model)
+    assert spreads["k3"].min() > 1e-6

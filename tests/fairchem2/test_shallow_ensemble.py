@@ -113,3 +113,36 @@ def test_a_one_member_checkpoint_loads_into_member_zero(ensemble_ckpt, tmp_path)
     keys = [k for k in ckpt.model_state_dict if ".members." in k]
     assert keys and all(k.startswith("output_heads.energy.members.") for k in keys)
     assert "output_heads.energy.logits_block.residual.weight" in ckpt.model_state_dict
+
+
+def test_member_forces_give_a_per_atom_force_uncertainty(ensemble_ckpt, frames) -> None:
+    """forces_std = sqrt(mean_m |F_m - mean F|^2), each member's forces -dE_m/dx: checked
+    against central differences of the members' energies, and through the calculator."""
+    from fairchem_categorical.fairchem2.calculator import CategoricalCalculator
+    from fairchem_categorical.fairchem2.predict import predict_unit
+
+    atoms = frames["held_out"][0]
+    unit = load_unit(ensemble_ckpt)
+    assert predict_unit(unit, [atoms])[0].forces_std is None  # off unless asked for
+    unit.head(CategoricalEnergyHead).member_forces = True
+    pred = predict_unit(unit, [atoms])[0]
+    assert pred.forces_std.shape == (len(atoms),) and (pred.forces_std > 0).all()
+    # central differences of each member's energy for the atom with the largest spread
+    i, h = int(np.argmax(pred.forces_std)), 1e-3
+    shifted = []
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            copy = atoms.copy()
+            copy.positions[i, axis] += sign * h
+            shifted.append(copy)
+    member_e = np.array([p.energy_member_probs @ p.energy_bin_centers
+                         for p in predict_unit(unit, shifted)])  # (6, M)
+    forces = -(member_e[0::2] - member_e[1::2]) / (2 * h)  # (3, M)
+    spread = np.sqrt(((forces - forces.mean(1, keepdims=True)) ** 2).sum(0).mean())
+    assert pred.forces_std[i] == pytest.approx(spread, rel=0.05)
+    calc = CategoricalCalculator(load_unit(ensemble_ckpt))
+    copy = atoms.copy()
+    copy.calc = calc
+    copy.get_potential_energy()
+    np.testing.assert_allclose(calc.results["forces_uncertainty"], pred.forces_std,
+                               rtol=1e-5, atol=1e-7)
