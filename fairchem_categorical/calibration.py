@@ -37,6 +37,7 @@ from fairchem_categorical.histogram import (
     smoothed_log_density,
 )
 from fairchem_categorical.predictions import StructurePrediction
+from fairchem_categorical.predictive import PredictiveDistribution, Recalibration
 
 # Below float32's normal range starts (1.2e-38) nothing is resolved anyway; 1e-12 would
 # be too high: at T = 3 a floored bin regains (1e-12)^(1/3) = 1e-4 of the peak's weight,
@@ -255,15 +256,13 @@ def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch
         raise ValueError(f"calibration needs at least 2 structures, got {len(y)}")
     p = torch.as_tensor(np.asarray(probs, dtype=np.float64))
     p = p.unsqueeze(1) if p.dim() == 2 else p
-    logp = torch.log(p.clamp_min(1e-300))
     c = torch.as_tensor(np.asarray(centers, dtype=np.float64))
     if p.dim() != 3 or (p.shape[0], p.shape[-1]) != tuple(c.shape) or p.shape[0] != len(y):
         raise ValueError(f"probs {tuple(p.shape)}, centers {tuple(c.shape)} and {len(y)} "
                          "targets disagree")
     if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    left, width = bin_geometry(c)
-    kernel2 = (TAIL_KERNEL_BINS * width) ** 2
+    _, width = bin_geometry(c)
     yt = torch.as_tensor(y)
     e2 = torch.zeros_like(yt)
     if epistemic_std is not None:
@@ -278,22 +277,20 @@ def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch
         raise ValueError("nothing to fit: a fixed temperature, one member and no "
                          "epistemic_std")
     fixed_g = 0.0 if disagreement is None else float(disagreement)
+    e = e2.sqrt()
 
     def parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log T, gamma, alpha^2) from the free parameters."""
+        """(log T, gamma, alpha) from the free parameters."""
         i = 0
         lt = x[i] if fit_t else torch.tensor(math.log(temperature or 1.0), dtype=x.dtype)
         i += fit_t
         g = x[i].exp() if fit_g else torch.tensor(fixed_g, dtype=x.dtype)
         i += fit_g
-        a2 = (2 * x[i]).exp() if fit_a else torch.tensor(0.0, dtype=x.dtype)
-        return lt, g, a2
+        a = x[i].exp() if fit_a else torch.tensor(0.0, dtype=x.dtype)
+        return lt, g, a
 
-    def nll(lt: torch.Tensor, g: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
-        members = torch.softmax(logp / lt.exp(), dim=-1)
-        means = (members * c.unsqueeze(1)).sum(-1)
-        var = kernel2 + g * means.var(1, unbiased=False) + a2 * e2
-        return -smoothed_log_density(members.mean(1), left, width, var.sqrt(), yt).mean()
+    def nll(lt: torch.Tensor, g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return predictive_from_scales(p, c, e, lt.exp(), g, a).nll(yt).mean()
 
     def nll_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
         xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
@@ -318,8 +315,51 @@ def fit_predictive(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch
         starts.append(np.clip(np.array(x0), [b[0] for b in bounds], [b[1] for b in bounds]))
     best = min((minimize(nll_and_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds)
                 for x0 in starts), key=lambda r: r.fun)
-    lt, g, a2 = parts(torch.tensor(best.x, dtype=torch.float64))
+    lt, g, a = parts(torch.tensor(best.x, dtype=torch.float64))
     zero = torch.tensor(0.0, dtype=torch.float64)
     before = float(nll(zero, zero, zero))
     return {"temperature": float(lt.exp()), "disagreement": float(g),
-            "alpha": float(a2.sqrt()), "nll_before": before, "nll_after": float(best.fun)}
+            "alpha": float(a), "nll_before": before, "nll_after": float(best.fun)}
+
+
+def predictive_from_scales(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor,
+                           epistemic_std: np.ndarray | torch.Tensor | None = None,
+                           temperature: float | torch.Tensor = 1.0,
+                           disagreement: float | torch.Tensor = 0.0,
+                           alpha: float | torch.Tensor = 0.0,
+                           recalibration: Recalibration | None = None
+                           ) -> PredictiveDistribution:
+    """The predictive distribution of eV histograms (a prediction file's) at given scales.
+
+    What ``fit_predictive`` scores, and what a checkpoint calibrated with these scales
+    predicts: ``probs`` (B, K) or (B, M, K) re-tempered by ``temperature`` (relative to
+    the temperature they came with), mixed, convolved with N(0, s^2), s^2 = (TAIL_KERNEL_BINS
+    w)^2 + gamma D + (alpha e)^2 (D the variance of the members' means, e
+    ``epistemic_std``). The scales may be tensors that require grad (the fit's).
+    """
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64)) if not torch.is_tensor(probs) \
+        else probs.double()
+    p = p.unsqueeze(1) if p.dim() == 2 else p
+    c = torch.as_tensor(np.asarray(centers, dtype=np.float64)) if not torch.is_tensor(
+        centers) else centers.double()
+    members = torch.softmax(torch.log(p.clamp_min(1e-300)) / temperature, dim=-1)
+    _, width = bin_geometry(c)
+    means = (members * c.unsqueeze(1)).sum(-1)
+    var = (TAIL_KERNEL_BINS * width) ** 2 + disagreement * means.var(1, unbiased=False)
+    if epistemic_std is not None:
+        e = torch.as_tensor(np.asarray(epistemic_std, dtype=np.float64)).reshape(-1) \
+            if not torch.is_tensor(epistemic_std) else epistemic_std.double().reshape(-1)
+        var = var + (alpha * e) ** 2
+    return PredictiveDistribution(members, c, var.sqrt(), recalibration)
+
+
+def fit_recalibration(probs: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor,
+                      targets: np.ndarray | torch.Tensor, fit: dict[str, float],
+                      epistemic_std: np.ndarray | torch.Tensor | None = None
+                      ) -> Recalibration:
+    """The isotonic map of the CDF (``predictive.Recalibration``) fitted on the PIT values of
+    held-out targets under the distribution ``fit`` (``fit_predictive``'s scales) gives."""
+    dist = predictive_from_scales(probs, centers, epistemic_std, fit["temperature"],
+                                  fit["disagreement"], fit["alpha"])
+    y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).reshape(-1)
+    return Recalibration.fit(dist.raw_cdf(y).numpy())

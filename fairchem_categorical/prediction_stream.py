@@ -25,6 +25,7 @@ import numpy as np
 
 from fairchem_categorical.predictions import (
     CSV_COLUMNS,
+    RUN_ARRAYS,
     StructurePrediction,
     as_columns,
     csv_row,
@@ -85,6 +86,8 @@ class PredictionWriter:
         #: the first record written (what kind of model predicted: histogram, epistemic)
         self.first: StructurePrediction | None = None
         self._parts: dict[str, _ArrayPart] = {}
+        #: arrays of the whole file (``RUN_ARRAYS``): the first batch's, while all agree
+        self._run: dict[str, np.ndarray] = {}
         self._dropped: set[str] = set()
         self._unfilled_atoms = 0  # atoms before the first force target, NaN-filled later
 
@@ -111,6 +114,16 @@ class PredictionWriter:
         self._rows.writerows(csv_row(p) for p in preds)
         atoms = int(arrays["natoms"].sum())
         first_batch = self.count == 0
+        for key in RUN_ARRAYS:
+            if key in self._dropped:
+                continue
+            if key in arrays and (first_batch or np.array_equal(self._run.get(key),
+                                                                arrays[key])):
+                self._run[key] = arrays.pop(key)
+            else:  # as as_columns over all records: kept only where every batch agrees
+                self._dropped.add(key)
+                self._run.pop(key, None)
+                arrays.pop(key, None)
         for key, array in arrays.items():
             if key in self._dropped:
                 continue
@@ -149,6 +162,9 @@ class PredictionWriter:
                                      allowZip64=True) as zf:
                     for key, part in self._parts.items():
                         part.copy_into(zf, key)
+                    for key, array in self._run.items():
+                        with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                            np.lib.format.write_array(fh, array, allow_pickle=False)
                 os.replace(self._tmp_csv, self.csv_path)
                 os.replace(self._tmp_npz, self.npz_path)
         finally:

@@ -26,7 +26,7 @@ import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from fairchem_categorical.histogram import TAIL_KERNEL_BINS
-from fairchem_categorical.predictive import PredictiveDistribution
+from fairchem_categorical.predictive import PredictiveDistribution, Recalibration
 from fairchem_categorical.targets import EnergyTransform, element_symbols
 
 CSV_COLUMNS = (
@@ -66,6 +66,8 @@ class StructurePrediction:
     energy_probs: np.ndarray | None = None
     # a shallow ensemble's member histograms (M, K) on the same centers, for joint samples
     energy_member_probs: np.ndarray | None = None
+    # the recalibration of the predictive CDF ((2, n) knots: levels, values), one per model
+    energy_recalibration: np.ndarray | None = None
     unseen_elements: str = ""
     # calibrated total-energy uncertainty (histogram + epistemic), eV; OOD score (unitless)
     energy_uncertainty: float = math.nan
@@ -105,6 +107,8 @@ PER_STRUCTURE = ("energy_std", "energy_entropy", "energy_edge_mass", "energy_low
                  "energy_disagreement")
 PER_ATOM = ("forces_std", "forces_entropy", "atom_ood_score")
 HISTOGRAM = ("energy_bin_centers", "energy_probs", "energy_member_probs")
+#: NPZ arrays that describe the whole file, not one row per structure
+RUN_ARRAYS = ("energy_recalibration",)
 
 
 def _voigt(stress: Any) -> np.ndarray:
@@ -149,6 +153,7 @@ def split_batch(frames: Sequence, start: int, natoms: np.ndarray, energy: np.nda
             stress=None if stress is None else _voigt(stress[i]),
             stress_target=_voigt(results["stress"]) if "stress" in results else None,
             **per_atom, **hist,
+            energy_recalibration=outputs.get("energy_recalibration"),
             **{k: float(outputs[k][i]) for k in PER_STRUCTURE if k in outputs},
             extra={k: float(outputs[k][i]) for k in others},
         ))
@@ -361,6 +366,11 @@ def as_columns(preds: Sequence[StructurePrediction]
         arrays["energy_probs"] = np.stack([p.energy_probs for p in preds])
     if all(p.energy_member_probs is not None for p in preds):
         arrays["energy_member_probs"] = np.stack([p.energy_member_probs for p in preds])
+    recal = preds[0].energy_recalibration
+    if recal is not None and all(p.energy_recalibration is not None
+                                 and np.array_equal(p.energy_recalibration, recal)
+                                 for p in preds):
+        arrays["energy_recalibration"] = np.asarray(recal, dtype=np.float64)
     return columns, arrays
 
 
@@ -368,8 +378,9 @@ def predictive_from_files(columns: dict[str, np.ndarray], arrays: dict[str, np.n
                           ) -> PredictiveDistribution | None:
     """The predictive distribution the model predicted with, rebuilt from a prediction
     file's histogram (NPZ: ``energy_member_probs`` or ``energy_probs``, and
-    ``energy_bin_centers``) and kernel std (CSV: ``energy_kernel_std``); None without a
-    histogram. Files from before the kernel column: the HL-Gauss kernel alone."""
+    ``energy_bin_centers``), kernel std (CSV: ``energy_kernel_std``) and recalibration (NPZ:
+    ``energy_recalibration``, once for the file); None without a histogram. Files from
+    before the kernel column: the HL-Gauss kernel alone."""
     if "energy_probs" not in arrays or "energy_bin_centers" not in arrays:
         return None
     probs = arrays.get("energy_member_probs", arrays["energy_probs"])
@@ -378,7 +389,9 @@ def predictive_from_files(columns: dict[str, np.ndarray], arrays: dict[str, np.n
                         dtype=np.float64)
     width = centers[:, 1] - centers[:, 0]
     kernel = np.where(np.isfinite(kernel) & (kernel > 0), kernel, TAIL_KERNEL_BINS * width)
-    return PredictiveDistribution(np.asarray(probs, dtype=np.float64), centers, kernel)
+    recal = arrays.get("energy_recalibration")
+    return PredictiveDistribution(np.asarray(probs, dtype=np.float64), centers, kernel,
+                                  None if recal is None else Recalibration(*recal))
 
 
 def write_predictions(preds: Sequence[StructurePrediction], out_csv: str | Path

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -359,7 +360,8 @@ class CategoricalEnergyReadout(nn.Module):
         fitted (``epistemic_score``: the structures' ``ood_score``), these are the
         predictive distribution's (``predictive``): its re-tempered mixture, its
         recalibrated interval, and ``energy_kernel_std`` (eV), which with the histogram
-        rebuilds it exactly. A shallow ensemble adds each member's histogram
+        rebuilds it exactly, with ``energy_recalibration`` ((2, n), the CDF map's knots) where
+        calibrate fitted one. A shallow ensemble adds each member's histogram
         (``energy_member_probs``, (B, M, K)) for joint samples.
         """
         et = self.energy_transform.spec
@@ -384,6 +386,9 @@ class CategoricalEnergyReadout(nn.Module):
                "energy_low90": lo, "energy_high90": hi, "energy_kernel_std": dist.kernel_std}
         if dist.num_members > 1:
             out["energy_member_probs"] = dist.members
+        if dist.recalibration is not None:  # (2, n) knots, the same for every structure
+            out["energy_recalibration"] = torch.as_tensor(np.stack(
+                [dist.recalibration.levels, dist.recalibration.values]))
         return out
 
 

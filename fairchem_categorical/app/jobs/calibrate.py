@@ -46,15 +46,18 @@ def best_predictive_fit(probs: np.ndarray, centers: np.ndarray, targets: np.ndar
                         preds: Sequence[StructurePrediction], method: str) -> dict[str, float]:
     """The predictive scales of ``method`` by validation NLL, for each way the epistemic
     score U enters the variance (alpha^2 U, or alpha^2 U^2: a std linear in U); the
-    better likelihood's, with its ``power``."""
-    from fairchem_categorical.calibration import fit_predictive
+    better likelihood's, with its ``power`` and the isotonic recalibration of its CDF
+    fitted on the same validation targets' PIT values (the shape the scales cannot fix)."""
+    from fairchem_categorical.calibration import fit_predictive, fit_recalibration
 
     fits = []
     for power, key in EPISTEMIC_POWERS.items():
-        fit = fit_predictive(probs, centers, targets,
-                             [p.extra[f"{key}_{method}"] for p in preds])
-        fits.append({**fit, "power": power})
-    return min(fits, key=lambda f: f["nll_after"])
+        e = [p.extra[f"{key}_{method}"] for p in preds]
+        fit = fit_predictive(probs, centers, targets, e)
+        fits.append({**fit, "power": power, "epistemic_std": e})
+    best = min(fits, key=lambda f: f["nll_after"])
+    recal = fit_recalibration(probs, centers, targets, best, best.pop("epistemic_std"))
+    return {**best, "recalibration": recal.to_dict()}
 
 
 def stored_params(state: dict, method: str) -> dict[str, float]:
@@ -101,7 +104,8 @@ def calibrate_with(adapter: UncertaintyAdapter, checkpoint: str | Path,
         # the predictions came re-tempered by the designated method's temperature
         base = stored_params(state, state["method"])["temperature"]
         predictive = {m: {"temperature": base * f["temperature"],
-                          "disagreement": f["disagreement"], "power": f["power"]}
+                          "disagreement": f["disagreement"], "power": f["power"],
+                          "recalibration": f["recalibration"]}
                       for m, f in fits.items()}
         temperature = adapter.write(checkpoint, out, alpha={m: f["alpha"]
                                                             for m, f in fits.items()},
