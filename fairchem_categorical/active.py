@@ -297,6 +297,9 @@ def calls_saved_curve(ours: Sequence[RoundLog], theirs: Sequence[RoundLog],
     low = max(e_ours.min(), e_theirs.min())
     if not low <= high:
         return math.nan
+    if high == low:
+        return float(calls_at_error(c_theirs, e_theirs, np.array([low]))[0]
+                     - calls_at_error(c_ours, e_ours, np.array([low]))[0])
     grid = np.linspace(low, high, levels)
-    return float(np.mean(calls_at_error(c_theirs, e_theirs, grid)
-                         - calls_at_error(c_ours, e_ours, grid)))
+    gap = calls_at_error(c_theirs, e_theirs, grid) - calls_at_error(c_ours, e_ours, grid)
+    return float(trapezoid(gap, grid) / (high - low))
