@@ -208,10 +208,13 @@ def plot(rows: list[dict], reliab: dict[str, list[dict]], out_png: Path) -> Path
     for i, (variant, bins) in enumerate(reliab.items()):
         ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-",
                 color=f"C{i}", label=f"{variant.upper()} reference")
+        for b in bins:  # how many configurations each point stands for
+            ax.annotate(str(b["count"]), (b["predicted"], b["observed"]), fontsize=6,
+                        color=f"C{i}", xytext=(3, 3 - 9 * i), textcoords="offset points")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set_xlabel("predicted P(lowest) (bin mean)")
     ax.set_ylabel("observed frequency of the lowest")
-    ax.set_title("reliability of p_lowest", fontsize=9)
+    ax.set_title("reliability of p_lowest (numbers: configurations)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
