@@ -101,3 +101,24 @@ def test_select_diverse_and_per_system_on_frames():
     assert len(set(div.tolist())) == 2
     f = structure_features(frames[0])
     assert f.shape == (8,) and np.isfinite(f).all() and f[6] > 0  # adsorbate-slab distance
+
+
+def test_benchmark_summary_reports_the_area_and_the_whole_curve_saving(tmp_path):
+    """Two seeds of known curves through the benchmark's summary: areas 7.00 and 8.50
+    meV/atom, and +6.0 calls saved against random on both seeds."""
+    import json
+
+    from benchmarks.active_learning import summarize
+
+    fast, slow = curve(0.010, 0.008, 0.006, 0.004), curve(0.010, 0.009, 0.008, 0.007)
+    folders = []
+    for seed in (0, 1):
+        folders.append(tmp_path / f"seed{seed}")
+        folders[-1].mkdir()
+        (folders[-1] / "active_learning.json").write_text(json.dumps(
+            {"uncertainty": [e.row() for e in fast], "random": [e.row() for e in slow]}))
+    summarize(folders, tmp_path / "out")
+    text = (tmp_path / "out" / "active_learning_seeds.md").read_text()
+    assert "| 2 | 7.00 ± 0.0 | 7.00 7.00 |" in text and "| 2 | 8.50 ± 0.0 |" in text
+    assert "| +6.0 +6.0 | +6.0 ± 0.0 |" in text
+    assert (tmp_path / "out" / "active_learning_seeds.png").is_file()
