@@ -247,7 +247,7 @@ def area(log: list[RoundLog]) -> float:
 
 def _mean_std(values: np.ndarray, fmt: str = "{:+.1f}") -> str:
     values = np.asarray(values, float)
-    return f"{fmt.format(np.nanmean(values))} ± {np.nanstd(values):.1f}"
+    return f"{fmt.format(np.nanmean(values))} ± {fmt.format(np.nanstd(values)).lstrip('+')}"
 
 
 def summarize(folders: list[Path], out: Path) -> None:
