@@ -271,8 +271,11 @@ def summarize(folders: list[Path], out: Path) -> None:
                      *[f"{m:.1f} ± {sd:.1f}" for m, sd in zip(mae.mean(0), mae.std(0),
                                                               strict=True)]])
         areas = np.array([area(log) for log in runs])
+        paired = "-"
+        if key != "random" and all("random" in s for s in seeds):
+            paired = _mean_std(areas - np.array([area(s["random"]) for s in seeds]), "{:+.2f}")
         headline.append([NAMES.get(key, key), len(runs), _mean_std(areas, "{:.2f}"),
-                         " ".join(f"{v:.2f}" for v in areas)])
+                         " ".join(f"{v:.2f}" for v in areas), paired])
     header = ["strategy", "seeds", *[f"MAE at {c} calls" for c in
                                      [e.reference_calls for e in seeds[0][keys[0]]]]]
     baselines = ["random", *[k for k in keys if k.startswith("ensemble")]]
@@ -288,8 +291,11 @@ def summarize(folders: list[Path], out: Path) -> None:
                                _mean_std(curve),
                                _mean_std(final)])
     text = ("Area under the learning curve (held-out energy MAE averaged over the reference-"
-            "calls budget, meV/atom; lower is better; `active.learning_curve_area`):\n\n"
-            + rows_table(["strategy", "seeds", "area, mean ± std", "per seed"], headline)
+            "calls budget, meV/atom; lower is better; `active.learning_curve_area`). "
+            "Strategies of one seed share the round-0 model, so the difference from random "
+            "within a seed is the comparison whose spread counts:\n\n"
+            + rows_table(["strategy", "seeds", "area, mean ± std", "per seed",
+                          "minus random's, same seed (mean ± std)"], headline)
             + "\n\nReference calls saved at equal held-out error, averaged over the error "
             "range both curves reach (`active.calls_saved_curve`; positive: the strategy got "
             "there that many calls earlier), and, for comparison, at the other's final error "

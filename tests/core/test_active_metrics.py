@@ -119,6 +119,7 @@ def test_benchmark_summary_reports_the_area_and_the_whole_curve_saving(tmp_path)
             {"uncertainty": [e.row() for e in fast], "random": [e.row() for e in slow]}))
     summarize(folders, tmp_path / "out")
     text = (tmp_path / "out" / "active_learning_seeds.md").read_text()
-    assert "| 2 | 7.00 ± 0.00 | 7.00 7.00 |" in text and "| 2 | 8.50 ± 0.00 |" in text
+    assert "| 2 | 7.00 ± 0.00 | 7.00 7.00 | -1.50 ± 0.00 |" in text
+    assert "| 2 | 8.50 ± 0.00 | 8.50 8.50 | - |" in text
     assert "| +6.0 +6.0 | +6.0 ± 0.0 |" in text
     assert (tmp_path / "out" / "active_learning_seeds.png").is_file()
