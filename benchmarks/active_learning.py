@@ -278,7 +278,7 @@ def summarize(folders: list[Path], out: Path) -> None:
                          " ".join(f"{v:.2f}" for v in areas), paired])
     header = ["strategy", "seeds", *[f"MAE at {c} calls" for c in
                                      [e.reference_calls for e in seeds[0][keys[0]]]]]
-    baselines = ["random", *[k for k in keys if k.startswith("ensemble")]]
+    baselines = [k for k in keys if k == "random" or k.startswith("ensemble")]
     saved_rows = []
     for base in baselines:
         for key in keys:

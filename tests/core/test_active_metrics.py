@@ -123,3 +123,16 @@ def test_benchmark_summary_reports_the_area_and_the_whole_curve_saving(tmp_path)
     assert "| 2 | 8.50 ± 0.00 | 8.50 8.50 | - |" in text
     assert "| +6.0 +6.0 | +6.0 ± 0.0 |" in text
     assert (tmp_path / "out" / "active_learning_seeds.png").is_file()
+
+
+def test_benchmark_summary_without_a_random_run(tmp_path):
+    import json
+
+    from benchmarks.active_learning import summarize
+
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "active_learning.json").write_text(json.dumps(
+        {"diverse": [e.row() for e in curve(0.010, 0.008, 0.006, 0.004)]}))
+    summarize([tmp_path / "seed0"], tmp_path / "out")
+    assert "| uncertainty x distance | 1 | 7.00 ± 0.00 | 7.00 | - |" in (
+        tmp_path / "out" / "active_learning_seeds.md").read_text()
