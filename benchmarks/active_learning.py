@@ -1,16 +1,25 @@
-"""Active learning: categorical uncertainty vs random vs a 5-model ensemble's disagreement.
+"""Active learning: categorical uncertainty vs random vs diversity-aware batches vs a
+5-model ensemble's disagreement, over seeds, on the whole learning curve.
 
-    .venv/bin/python benchmarks/active_learning.py --out benchmarks/results [--rounds 3]
+    .venv/bin/python benchmarks/active_learning.py --out benchmarks/results --seeds 0 1 2 3 4
 
 Data (embedded EMT generator): a starting set of 16 systems x 2 frames (every element of
-the pool), a pool of 12 other systems x 6 frames (labels hidden), a held-out set of 10
-systems x 4 frames from another random stream; bins fitted on the starting set. Each
-strategy labels ``--per-round`` pool structures per round with EMT and fine-tunes through
-fairchem (tiny eSEN, CPU-sized). The categorical strategies share the round-0 model;
-every categorical (re)training is followed by fit-uncertainty (the labelled set,
-calibrated on the held-out set), so the selection uses ``energy_uncertainty`` (histogram +
-feature distance). Writes ``active_learning.md`` (per-round table + reference calls saved
-at equal held-out error) and ``active_learning.png`` (held-out MAE vs reference calls).
+the pool), a pool of ``--pool-systems`` other systems x ``--pool-frames`` frames (labels
+hidden), a scored held-out set of 10 systems x 4 frames from another random stream, and a
+calibration set of 6 systems x 4 frames from a third: training validates and
+fit-uncertainty calibrates its alpha on the calibration set, never on the scored one. Bins
+are fitted on the starting set. Each strategy labels ``--per-round`` pool structures per
+round with the reference and fine-tunes through fairchem (tiny eSEN, CPU-sized). The
+categorical strategies (``--strategies``: uncertainty, random, per_system, diverse; see
+``fairchem_categorical.active``) share the round-0 model; every categorical (re)training is
+followed by fit-uncertainty, so the selection uses ``energy_uncertainty``.
+
+Per seed (model initialisation and random draws; the data stay fixed) it writes
+``seedN/active_learning.{md,json,png}``; over the seeds ``active_learning_seeds.{md,png}``:
+the area under the learning curve (mean held-out MAE over the calls budget,
+``active.learning_curve_area``) as the headline, and the reference calls each strategy
+saves against random and the ensemble at equal error, averaged over the whole curve
+(``active.calls_saved_curve``), mean and std over seeds.
 
 ``--labeller sevennet:7net-0`` runs the same on the realistic set (OC20-like systems of
 ``fairchem_categorical.realistic``, labelled, and the pool's picks labelled, by SevenNet-0);
@@ -32,8 +41,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fairchem_categorical.active import (  # noqa: E402
+    STRATEGIES,
+    RoundLog,
     calls_saved,
+    calls_saved_curve,
     calls_to_reach,
+    learning_curve_area,
     run_active_learning,
 )
 from fairchem_categorical.app import jobs  # noqa: E402
@@ -76,14 +89,14 @@ def reference_calculator(labeller: str):
 
 
 def main() -> None:
-    from ase.io import write
-
-    from fairchem_categorical.data import convert
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--per-round", type=int, default=8)
+    p.add_argument("--pool-systems", type=int, default=12)
+    p.add_argument("--pool-frames", type=int, default=6)
+    p.add_argument("--strategies", nargs="+", default=["uncertainty", "random", "diverse"],
+                   choices=STRATEGIES, help="categorical selection strategies to compare")
     p.add_argument("--members", type=int, default=5,
                    help="ensemble size for the baseline; 0 skips it (categorical vs random)")
     p.add_argument("--work", type=Path,
@@ -91,7 +104,7 @@ def main() -> None:
                    help="scratch folder (runs, datasets); one per concurrent run")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--finetune-epochs", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--margin", type=float, default=1.0,
                    help="fit-bins margin (fraction of the start set's range on each side)")
     p.add_argument("--labeller", default="emt",
@@ -103,7 +116,19 @@ def main() -> None:
     if args.summarize:
         summarize(args.summarize, args.out)
         return
-    work = args.work
+    folders = []
+    for seed in args.seeds:
+        folders.append(args.out / f"seed{seed}")
+        run_seed(args, seed, args.work / f"seed{seed}", folders[-1])
+    summarize(folders, args.out)
+
+
+def run_seed(args: argparse.Namespace, seed: int, work: Path, out: Path) -> None:
+    """Every strategy once with model seed ``seed``; writes ``out/active_learning.*``."""
+    from ase.io import write
+
+    from fairchem_categorical.data import convert
+
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     # the start set covers the pool's elements (16 systems x 2 frames): bins fitted on a set
@@ -111,56 +136,58 @@ def main() -> None:
     # no amount of labelling fixes; the wider margin leaves room for what the pool brings
     # (out_of_support.json in each run says how many targets were clamped)
     start_systems = 16
-    data = dict(labeller=args.labeller, cache=work / "labelled")
+    data = dict(labeller=args.labeller, cache=args.work / "labelled")
     train = frames(0, start_systems, 2, **data)
-    pool = frames(start_systems, 12, 6, **data)
+    pool = frames(start_systems, args.pool_systems, args.pool_frames, **data)
     heldout = frames(0, 10, 4, seed=1000, **data)
+    calibration = frames(0, 6, 4, seed=2000, **data)
     for atoms in pool:
         atoms.calc = None
-    write(work / "heldout.extxyz", heldout)
-    convert([work / "heldout.extxyz"], work / "heldout", overwrite=True)
+    write(work / "calibration.extxyz", calibration)
+    convert([work / "calibration.extxyz"], work / "calibration", overwrite=True)
     write(work / "train.extxyz", train)
     bins = fit_bins_files([work / "train.extxyz"], num_bins=64, margin=args.margin)
     bins_path = write_bins(bins, work / "bins.yaml", [work / "train.extxyz"])
-    heldout_dir = str(work / "heldout")
+    calibration_dir = str(work / "calibration")  # validation and alpha; never scored
     say = print
 
     def categorical(name: str, ckpt: Path | None) -> CategoricalLearner:
         return CategoricalLearner(CONFIGS / "esen_categorical_conserving.yaml", bins_path,
-                                  heldout_dir, work / name, args.epochs, args.finetune_epochs,
-                                  TINY, seed=args.seed, checkpoint=ckpt, fit_uncertainty=True)
+                                  calibration_dir, work / name, args.epochs,
+                                  args.finetune_epochs, TINY, seed=seed, checkpoint=ckpt,
+                                  fit_uncertainty=True)
 
     t0 = time.time()
     round0 = jobs.train(CONFIGS / "esen_categorical_conserving.yaml",
-                        str(write_dataset(train, work / "round0")), heldout_dir, bins_path,
-                        args.epochs, args.seed, work / "round0_runs", TINY, fit=True)
+                        str(write_dataset(train, work / "round0")), calibration_dir,
+                        bins_path, args.epochs, seed, work / "round0_runs", TINY, fit=True)
     round0_seconds = time.time() - t0
     runs, seconds = {}, {}
-    for name in ("uncertainty", "random"):
-        say(f"== {name}")
+    for name in args.strategies:
+        say(f"== seed {seed}: {name}")
         learner = categorical(name, round0)
         runs[name], _ = run_active_learning(
             learner, train, pool, heldout, reference_calculator(args.labeller), args.rounds,
-            args.per_round, name,
-            seed=args.seed, say=say, fitted=True)
+            args.per_round, name, seed=seed, say=say, fitted=True)
         seconds[name] = round0_seconds + learner.train_seconds
     if args.members:
-        say(f"== ensemble of {args.members}")
+        say(f"== seed {seed}: ensemble of {args.members}")
         ens = EnsembleLearner([scalar_member(CONFIGS / "esen_scalar_conserving.yaml",
-                                             bins_path, heldout_dir, work / "ensemble",
+                                             bins_path, calibration_dir, work / "ensemble",
                                              args.epochs, args.finetune_epochs,
-                                             args.seed * args.members + s, TINY)
+                                             seed * args.members + s, TINY)
                                for s in range(args.members)])
         ens_name = f"ensemble of {args.members} (disagreement)"
         runs[ens_name], _ = run_active_learning(ens, train, pool, heldout,
                                                 reference_calculator(args.labeller),
                                                 args.rounds, args.per_round, "uncertainty",
-                                                seed=args.seed, say=say)
+                                                seed=seed, say=say)
         seconds[ens_name] = ens.train_seconds
-    report(runs, seconds, args, time.time() - start)
+    report(runs, seconds, args, seed, out, time.time() - start)
 
 
-def report(runs: dict, seconds: dict, args: argparse.Namespace, total: float) -> None:
+def report(runs: dict, seconds: dict, args: argparse.Namespace, seed: int, out: Path,
+           total: float) -> None:
     names = NAMES
     rows = []
     for key, log in runs.items():
@@ -172,51 +199,70 @@ def report(runs: dict, seconds: dict, args: argparse.Namespace, total: float) ->
                         "held-out energy MAE (meV/atom)", "held-out force MAE (eV/A)",
                         "Spearman(uncertainty, error)"], rows)
     final = {k: log[-1].heldout_energy_mae_per_atom for k, log in runs.items()}
-    budget = runs["uncertainty"][-1].reference_calls
+    ours = "uncertainty" if "uncertainty" in runs else next(iter(runs))
+    budget = runs[ours][-1].reference_calls
     saved = []
     for other in runs:
-        if other == "uncertainty":
+        if other == ours:
             continue
-        need = calls_to_reach(runs["uncertainty"], final[other])
+        need = calls_to_reach(runs[ours], final[other])
         saved.append([names.get(other, other), f"{final[other] * 1000:.2f}", budget,
                       "not within the budget" if np.isnan(need) else f"{need:.1f}",
-                      f"{calls_saved(runs['uncertainty'], runs[other]):+.1f}"])
+                      f"{calls_saved(runs[ours], runs[other]):+.1f}",
+                      f"{calls_saved_curve(runs[ours], runs[other]):+.1f}"])
     saved_table = rows_table(
         ["compared with", "its held-out MAE at the budget (meV/atom)", "its reference calls",
-         "categorical uncertainty needs", "reference calls saved"], saved)
-    text = (f"{table}\n\nReference calls saved at equal held-out error (linear interpolation "
-            f"between rounds; negative: the other strategy reached the categorical selection's "
-            f"final error that many calls early, `active.calls_saved`):\n\n{saved_table}\n\n"
+         f"{names.get(ours, ours)} needs", "calls saved at its final error",
+         "calls saved over the whole curve"], saved)
+    areas = ", ".join(f"{names.get(k, k)} {area(log):.2f}" for k, log in runs.items())
+    text = (f"{table}\n\nArea under the learning curve (mean held-out MAE over the calls "
+            f"budget, meV/atom): {areas}\n\nReference calls {names.get(ours, ours)} "
+            "saved at equal held-out error (negative: the other strategy was that many calls "
+            "early): at the other's final error (`active.calls_saved`), and averaged over the "
+            "error range both curves reach (`active.calls_saved_curve`):"
+            f"\n\n{saved_table}\n\n"
             "Training time (s, 2 busy CPU cores): "
             + ", ".join(f"{names.get(k, k)} {v:.0f}" for k, v in seconds.items())
-            + f"; whole benchmark {total:.0f} s. One seed ({args.seed}).\n")
+            + f"; whole benchmark {total:.0f} s. One seed ({seed}).\n")
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "active_learning.md").write_text(text)
-    (args.out / "active_learning.json").write_text(json.dumps(
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "active_learning.md").write_text(text)
+    (out / "active_learning.json").write_text(json.dumps(
         {k: [e.row() for e in log] for k, log in runs.items()}, indent=1))
     plot_active_learning({names.get(k, k): (np.array([e.reference_calls for e in log]),
                                             np.array([e.heldout_energy_mae_per_atom * 1000
                                                       for e in log]))
-                          for k, log in runs.items()}, args.out / "active_learning.png")
+                          for k, log in runs.items()}, out / "active_learning.png")
 
 
-NAMES = {"uncertainty": "categorical energy_uncertainty (fitted)", "random": "random"}
+NAMES = {"uncertainty": "categorical energy_uncertainty (fitted)", "random": "random",
+         "per_system": "most uncertain per system", "diverse": "uncertainty x distance"}
+
+
+def area(log: list[RoundLog]) -> float:
+    """Area under a run's learning curve, as the mean held-out MAE (meV/atom)."""
+    return learning_curve_area([e.reference_calls for e in log],
+                               [e.heldout_energy_mae_per_atom * 1000 for e in log])
+
+
+def _mean_std(values: np.ndarray, fmt: str = "{:+.1f}") -> str:
+    values = np.asarray(values, float)
+    return f"{fmt.format(np.nanmean(values))} ± {fmt.format(np.nanstd(values)).lstrip('+')}"
 
 
 def summarize(folders: list[Path], out: Path) -> None:
-    """Mean ± std over seeds of the held-out MAE per round, and of the reference calls the
-    categorical selection saved against each other strategy at its final error."""
-    from fairchem_categorical.active import RoundLog
-
+    """Over seeds (one run folder each): the held-out MAE per round and the area under the
+    learning curve per strategy (mean ± std), and the reference calls each strategy saved
+    against random and the ensemble over the whole curve (and at the other's final error)."""
     seeds = []
     for folder in folders:
         data = json.loads((folder / "active_learning.json").read_text())
         seeds.append({k: [RoundLog(**{**r, "selected": []}) for r in rows]
                       for k, rows in data.items()})
-    rows, curves, spreads = [], {}, {}
-    for key in seeds[0]:
-        runs = [s[key] for s in seeds if key in s]
+    keys = [k for k in seeds[0] if all(k in s for s in seeds)]
+    rows, curves, spreads, headline = [], {}, {}, []
+    for key in keys:
+        runs = [s[key] for s in seeds]
         mae = np.array([[e.heldout_energy_mae_per_atom * 1000 for e in log] for log in runs])
         calls = np.array([e.reference_calls for e in runs[0]])
         curves[NAMES.get(key, key)] = (calls, mae.mean(0))
@@ -224,23 +270,41 @@ def summarize(folders: list[Path], out: Path) -> None:
         rows.append([NAMES.get(key, key), len(runs),
                      *[f"{m:.1f} ± {sd:.1f}" for m, sd in zip(mae.mean(0), mae.std(0),
                                                               strict=True)]])
+        areas = np.array([area(log) for log in runs])
+        paired = "-"
+        if key != "random" and all("random" in s for s in seeds):
+            paired = _mean_std(areas - np.array([area(s["random"]) for s in seeds]), "{:+.2f}")
+        headline.append([NAMES.get(key, key), len(runs), _mean_std(areas, "{:.2f}"),
+                         " ".join(f"{v:.2f}" for v in areas), paired])
     header = ["strategy", "seeds", *[f"MAE at {c} calls" for c in
-                                     [e.reference_calls for e in seeds[0]["uncertainty"]]]]
+                                     [e.reference_calls for e in seeds[0][keys[0]]]]]
+    baselines = [k for k in keys if k == "random" or k.startswith("ensemble")]
     saved_rows = []
-    for other in seeds[0]:
-        if other == "uncertainty":
-            continue
-        per_seed = np.array([calls_saved(s["uncertainty"], s[other]) for s in seeds
-                             if other in s])
-        saved_rows.append([NAMES.get(other, other), len(per_seed),
-                           " ".join(f"{v:+.1f}" for v in per_seed),
-                           f"{np.nanmean(per_seed):+.1f} ± {np.nanstd(per_seed):.1f}"])
-    text = (rows_table(header, rows) + "\n\nReference calls saved by the categorical selection"
-            " at equal held-out error (`active.calls_saved`: positive, it reached the other"
-            " strategy's final error that many calls early; negative, the other strategy"
-            " reached the categorical selection's final error that many calls early):\n\n"
-            + rows_table(["compared with", "seeds", "per seed", "mean ± std"], saved_rows)
-            + "\n")
+    for base in baselines:
+        for key in keys:
+            if key == base or key in baselines and baselines.index(key) < baselines.index(base):
+                continue
+            curve = np.array([calls_saved_curve(s[key], s[base]) for s in seeds])
+            final = np.array([calls_saved(s[key], s[base]) for s in seeds])
+            saved_rows.append([NAMES.get(key, key), NAMES.get(base, base),
+                               " ".join("n/a" if np.isnan(v) else f"{v:+.1f}" for v in curve),
+                               _mean_std(curve),
+                               _mean_std(final)])
+    text = ("Area under the learning curve (held-out energy MAE averaged over the reference-"
+            "calls budget, meV/atom; lower is better; `active.learning_curve_area`). "
+            "Strategies of one seed share the round-0 model, so the difference from random "
+            "within a seed is the comparison whose spread counts:\n\n"
+            + rows_table(["strategy", "seeds", "area, mean ± std", "per seed",
+                          "minus random's, same seed (mean ± std)"], headline)
+            + "\n\nReference calls saved at equal held-out error, averaged over the error "
+            "range both curves reach (`active.calls_saved_curve`; positive: the strategy got "
+            "there that many calls earlier), and, for comparison, at the other's final error "
+            "only (`active.calls_saved`):\n\n"
+            + rows_table(["strategy", "against", "whole curve, per seed",
+                          "whole curve, mean ± std", "at the final error, mean ± std"],
+                         saved_rows)
+            + "\n\nHeld-out energy MAE (meV/atom) per round, mean ± std over seeds:\n\n"
+            + rows_table(header, rows) + "\n")
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "active_learning_seeds.md").write_text(text)

@@ -7,7 +7,15 @@ reference calculator (any ASE calculator: DFT, or EMT standing in for it here), 
 them to the labelled set, and go on. The score is the learner's per-atom energy
 uncertainty (``"uncertainty"``: the categorical model's ``energy_uncertainty``, or an
 ensemble's disagreement when the learner is an ensemble) or a random draw
-(``"random"``), so strategies compare at equal numbers of reference calls.
+(``"random"``), so strategies compare at equal numbers of reference calls. A batch of the
+top uncertainties is often one system's frames, which teach the same thing; two
+diversity-aware batches avoid that: ``"per_system"`` (the most uncertain frame of each
+system in turn) and ``"diverse"`` (greedily, uncertainty x feature-space distance to what
+is labelled or already picked).
+
+Strategies are compared on the whole learning curve (error against reference calls): its
+area (``learning_curve_area``) and the calls saved at equal error averaged over the error
+range both curves reach (``calls_saved_curve``), not on the last round alone.
 
 No fairchem here: the learner (train + predict) is injected; the app wires fairchem's
 training entry point and the line's calculator.
@@ -24,9 +32,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
+from scipy.integrate import trapezoid
+from scipy.spatial.distance import cdist
 from scipy.stats import spearmanr
 
-STRATEGIES = ("uncertainty", "random")
+STRATEGIES = ("uncertainty", "random", "per_system", "diverse")
 
 
 class Learner(Protocol):
@@ -85,8 +95,10 @@ def heldout_scores(preds: Sequence[dict[str, Any]], frames: Sequence[Atoms]
 
 
 def select(preds: Sequence[dict[str, Any]], frames: Sequence[Atoms], k: int, strategy: str,
-           rng: np.random.Generator) -> np.ndarray:
-    """Indices of the ``k`` pool structures to label (highest per-atom uncertainty first)."""
+           rng: np.random.Generator, labelled: Sequence[Atoms] = ()) -> np.ndarray:
+    """Indices of the ``k`` pool structures to label, in the order picked (``uncertainty``:
+    highest per-atom uncertainty first; ``per_system`` and ``diverse``: see the module
+    docstring; ``labelled``: what ``diverse`` keeps its distance from)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
     k = min(k, len(frames))
@@ -97,7 +109,75 @@ def select(preds: Sequence[dict[str, Any]], frames: Sequence[Atoms], k: int, str
         raise ValueError("the learner gives no energy_uncertainty; use strategy 'random' or "
                          "a categorical checkpoint / an ensemble")
     per_atom = u / np.array([len(a) for a in frames], float)
+    if strategy == "per_system":
+        return per_system_order(per_atom, [system_key(a) for a in frames], k)
+    if strategy == "diverse":
+        feats = standardised(np.array([structure_features(a) for a in [*frames, *labelled]]))
+        return diverse_order(per_atom, feats[:len(frames)], feats[len(frames):], k)
     return np.argsort(-per_atom, kind="stable")[:k]
+
+
+def system_key(atoms: Atoms) -> str:
+    """Which system a frame belongs to: its ``sid`` if it has one, else its formula."""
+    sid = atoms.info.get("sid")
+    return f"sid{sid}" if sid is not None else atoms.get_chemical_formula()
+
+
+def per_system_order(scores: np.ndarray, systems: Sequence[str], k: int) -> np.ndarray:
+    """The ``k`` indices taken round-robin over systems: every system's highest score
+    (systems by that score), then every system's second, and so on."""
+    scores = np.asarray(scores, float)
+    rank = np.zeros(len(scores), int)
+    for key in set(systems):
+        members = np.flatnonzero(np.array(systems) == key)
+        rank[members[np.argsort(-scores[members], kind="stable")]] = np.arange(len(members))
+    return np.lexsort((-scores, rank))[:k]
+
+
+def structure_features(atoms: Atoms, bond: float = 2.6) -> np.ndarray:
+    """A cheap descriptor of an adsorbate+slab frame, for distances between frames:
+    per-element atom fractions (H C N O and the metal block's mean atomic number), the
+    adsorbate's height above the top slab atom, its shortest distance to a slab atom, and
+    how many slab atoms lie within ``bond`` A of it (0s without a tag-2 adsorbate)."""
+    numbers = atoms.numbers
+    frac = [float(np.mean(numbers == z)) for z in (1, 6, 7, 8)]
+    metal = numbers[numbers > 8]
+    tags = atoms.get_tags()
+    ads, slab = np.flatnonzero(tags == 2), np.flatnonzero(tags != 2)
+    geometry = [0.0, 0.0, 0.0]
+    if len(ads) and len(slab):
+        d = np.array([atoms.get_distances(i, slab, mic=True) for i in ads])
+        z = atoms.positions[:, 2]
+        geometry = [float(z[ads].min() - z[slab].max()), float(d.min()),
+                    float((d < bond).sum())]
+    return np.array([*frac, float(metal.mean()) if len(metal) else 0.0, *geometry])
+
+
+def standardised(features: np.ndarray) -> np.ndarray:
+    """Columns to zero mean and unit std (constant columns to 0)."""
+    std = features.std(0)
+    return (features - features.mean(0)) / np.where(std > 0, std, 1.0)
+
+
+def diverse_order(scores: np.ndarray, features: np.ndarray, labelled: np.ndarray, k: int
+                  ) -> np.ndarray:
+    """``k`` indices picked greedily by score x distance (in ``features``) to the nearest
+    labelled or already-picked row; with nothing to be far from, or every candidate at
+    distance 0, the highest score is picked."""
+    scores = np.asarray(scores, float)
+    k = min(k, len(scores))
+    near = (cdist(features, labelled).min(1) if len(labelled)
+            else np.full(len(scores), np.inf))
+    picked: list[int] = []
+    for _ in range(k):
+        value = np.where(np.isinf(near), scores, scores * near)
+        value[picked] = -np.inf
+        if not (value[np.isfinite(value)] > 0).any():
+            value = np.where(np.isin(np.arange(len(scores)), picked), -np.inf, scores)
+        i = int(np.argmax(value))
+        picked.append(i)
+        near = np.minimum(near, cdist(features, features[i:i + 1])[:, 0])
+    return np.array(picked, int)
 
 
 def run_active_learning(learner: Learner, train: Sequence[Atoms], pool: Sequence[Atoms],
@@ -130,7 +210,8 @@ def run_active_learning(learner: Learner, train: Sequence[Atoms], pool: Sequence
                 f"Spearman(uncertainty, error) {rho:.3f}")
         if r == rounds or not remaining:
             break
-        picks = select(learner.predict(remaining), remaining, per_round, strategy, rng)
+        picks = select(learner.predict(remaining), remaining, per_round, strategy, rng,
+                       labelled)
         entry.selected = [index[i] for i in picks]
         labelled.extend(label([remaining[i] for i in picks], reference))
         calls += len(picks)
@@ -168,3 +249,57 @@ def calls_saved(ours: Sequence[RoundLog], theirs: Sequence[RoundLog]) -> float:
     back = calls_to_reach(theirs, ours[-1].heldout_energy_mae_per_atom)
     return -float(ours[-1].reference_calls - back)
 
+
+
+def learning_curve_area(calls: Sequence[float], errors: Sequence[float]) -> float:
+    """The area under error against reference calls (trapezoid) over the calls spanned,
+    divided by that span: the mean error over the budget, in the error's units (a curve
+    that falls early has the smaller area)."""
+    calls, errors = np.asarray(calls, float), np.asarray(errors, float)
+    span = calls[-1] - calls[0]
+    if span <= 0:
+        return float(errors[0])
+    return float(trapezoid(errors, calls) / span)
+
+
+def calls_at_error(calls: Sequence[float], errors: Sequence[float], levels: np.ndarray
+                   ) -> np.ndarray:
+    """Reference calls the curve needed to first reach each error level (linear between
+    rounds on its best-so-far error; NaN above its start or below its best)."""
+    calls = np.asarray(calls, float)
+    best = np.minimum.accumulate(np.asarray(errors, float))
+    out = np.full(len(levels), math.nan)
+    for j, level in enumerate(levels):
+        hit = np.flatnonzero(best <= level + 1e-12)
+        if not len(hit):
+            continue
+        i = int(hit[0])
+        if i == 0 or best[i] == best[i - 1]:
+            out[j] = calls[i]
+        else:
+            f = (best[i - 1] - level) / (best[i - 1] - best[i])
+            out[j] = calls[i - 1] + f * (calls[i] - calls[i - 1])
+    return out
+
+
+def calls_saved_curve(ours: Sequence[RoundLog], theirs: Sequence[RoundLog],
+                      levels: int = 201) -> float:
+    """Reference calls ``ours`` saved against ``theirs`` at equal held-out error, averaged
+    over the error levels both curves reach (from the higher of their starts down to the
+    higher of their best errors); positive: ours reached those errors earlier. NaN if the
+    curves share no error level."""
+    def curve(log: Sequence[RoundLog]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([e.reference_calls for e in log], float),
+                np.array([e.heldout_energy_mae_per_atom for e in log], float))
+
+    (c_ours, e_ours), (c_theirs, e_theirs) = curve(ours), curve(theirs)
+    high = min(e_ours[0], e_theirs[0])
+    low = max(e_ours.min(), e_theirs.min())
+    if not low <= high:
+        return math.nan
+    if high == low:
+        return float(calls_at_error(c_theirs, e_theirs, np.array([low]))[0]
+                     - calls_at_error(c_ours, e_ours, np.array([low]))[0])
+    grid = np.linspace(low, high, levels)
+    gap = calls_at_error(c_theirs, e_theirs, grid) - calls_at_error(c_ours, e_ours, grid)
+    return float(trapezoid(gap, grid) / (high - low))

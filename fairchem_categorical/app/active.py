@@ -45,10 +45,11 @@ class CategoricalLearner:
     """One categorical model, trained then fine-tuned round by round with fairchem.
 
     ``fit_uncertainty``: after every (re)training, fit the epistemic state on the labelled
-    set (calibrated on the held-out set), so ``energy_uncertainty`` includes the feature
-    distance; without it the calculator falls back to the histogram's std. ``device``
-    (cpu, cuda, cuda:N): where training, the fit and the calculator run (None: the
-    config's device for training, fairchem's default for the calculator).
+    set (calibrated on ``heldout_dir``: give a split that is not scored), so
+    ``energy_uncertainty`` includes the feature distance; without it the calculator falls
+    back to the histogram's std. ``device`` (cpu, cuda, cuda:N): where training, the fit
+    and the calculator run (None: the config's device for training, fairchem's default for
+    the calculator).
     """
 
     def __init__(self, config: str | Path, bins: str | Path, heldout_dir: str | Path,
@@ -155,9 +156,12 @@ def run_active(train: str | Path, pool: str | Path, heldout: str | Path, bins: s
                config: str | Path | None = None, epochs: int = 20, finetune_epochs: int = 8,
                overrides: Sequence[str] = (), reference: Any = None, seed: int = 0,
                checkpoint: str | Path | None = None, say: Say | None = None,
-               device: str | None = None) -> list[RoundLog]:
+               device: str | None = None, calibration: str | Path | None = None
+               ) -> list[RoundLog]:
     """Active learning from data folders/files; writes ``out/active_learning.csv``.
-    ``device``: where the models train and score (see ``CategoricalLearner``)."""
+    ``device``: where the models train and score (see ``CategoricalLearner``);
+    ``calibration``: the data that validates training and calibrates the uncertainty
+    (None: ``heldout``, which is then scored on the data its alpha was fitted to)."""
     from ase.calculators.emt import EMT
 
     from fairchem_categorical.data import read_frames
@@ -171,14 +175,15 @@ def run_active(train: str | Path, pool: str | Path, heldout: str | Path, bins: s
     for atoms in pool_frames:  # the pool's labels, if any, stay hidden from the learner
         atoms.calc = None
     configs = lines.LINES[2].configs
+    val = heldout if calibration is None else calibration
     if ensemble:
         learner: Any = EnsembleLearner([
-            scalar_member(config or configs / "esen_scalar_conserving.yaml", bins, heldout,
+            scalar_member(config or configs / "esen_scalar_conserving.yaml", bins, val,
                           out / "work", epochs, finetune_epochs, s, overrides, device)
             for s in range(ensemble)])
     else:
         learner = CategoricalLearner(config or configs / "esen_categorical_conserving.yaml",
-                                     bins, heldout, out / "work", epochs, finetune_epochs,
+                                     bins, val, out / "work", epochs, finetune_epochs,
                                      overrides, seed=seed, checkpoint=checkpoint, say=say,
                                      fit_uncertainty=True, device=device)
     log, labelled = run_active_learning(
