@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fairchem_categorical.active import STRATEGIES
 from fairchem_categorical.app.cli.common import say
 
 NAME = "active-learn"
@@ -28,7 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="first-training config (default: the conserving eSEN)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--per-round", type=int, default=4)
-    parser.add_argument("--strategy", choices=("uncertainty", "random"), default="uncertainty")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
+                        help="uncertainty: the most uncertain; per_system: the most uncertain "
+                             "of each system in turn; diverse: uncertainty x distance to what "
+                             "is labelled or picked; random")
+    parser.add_argument("--calibration-data",
+                        help="labelled data that validates training and calibrates the "
+                             "uncertainty (default: --heldout, which is then scored on the "
+                             "data its scale was fitted to)")
     parser.add_argument("--ensemble", type=int, default=0,
                         help="use an ensemble of N scalar models and their disagreement instead")
     parser.add_argument("--epochs", type=int, default=20)
@@ -49,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
                      ensemble=args.ensemble, config=args.config, epochs=args.epochs,
                      finetune_epochs=args.finetune_epochs, overrides=args.overrides,
                      seed=args.seed, checkpoint=args.checkpoint, say=say,
-                     device=args.device)
+                     device=args.device, calibration=args.calibration_data)
     say(f"wrote {Path(args.out) / 'active_learning.csv'} ({len(log)} rounds)")
     return 0
