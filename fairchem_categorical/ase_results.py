@@ -11,6 +11,8 @@ A calculator on either line runs its adapter's ``predict_batch`` (the same call
   ``energy_std`` itself; ``energy_low90``/``energy_high90``, the central 90% interval;
   ``ood_score`` when the model provides it; ``energy_edge_mass`` (probability in the
   histogram's outermost bins: the energy may lie beyond the support);
+  ``energy_kernel_std`` (eV) when the uncertainty is fitted: with the histogram it rebuilds
+  the predictive distribution (``predictive.PredictiveDistribution``);
 * the histogram itself, ``energy_bin_centers`` and ``energy_probs`` (K,), on the eV axis;
 * per atom (N,): ``forces_uncertainty`` (eV/A: the std of the force-magnitude histogram
   of a direct-force head, or the spread of a conservative shallow ensemble's members'
@@ -36,7 +38,7 @@ from fairchem_categorical.targets import EnergyTransform, element_symbols
 
 #: per-structure uncertainty results, in the order they are reported
 STRUCTURE_KEYS = ("energy_uncertainty", "energy_std", "energy_low90", "energy_high90",
-                  "ood_score", "energy_edge_mass")
+                  "ood_score", "energy_edge_mass", "energy_kernel_std")
 #: per-atom uncertainty results (N,)
 ATOM_KEYS = ("forces_uncertainty", "atom_ood_score")
 #: the predicted energy histogram on the eV axis, (K,) per structure (screening ranks with it)
@@ -53,6 +55,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "forces_uncertainty": ("forces_uncertainty", "forces_std"),
     "atom_ood_score": ("atom_ood_score",),
     "energy_edge_mass": ("energy_edge_mass",),
+    "energy_kernel_std": ("energy_kernel_std",),
     "energy_bin_centers": ("energy_bin_centers",),
     "energy_probs": ("energy_probs",),
 }

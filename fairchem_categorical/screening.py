@@ -13,12 +13,11 @@ No fairchem here: the calculator (either line's ``CategoricalCalculator``), the
 placement and the anomaly check are injected (``ScreeningTools``), so the logic is
 tested with any ASE calculator.
 
-Probability of being the lowest. Configuration i's energy has the predicted
-distribution F_i (its energy histogram; with an extra epistemic part when the model's
-``energy_uncertainty`` exceeds the histogram's std, that excess variance is added as
-Gaussian noise). Each bin k (center c_k, width w) is smoothed to N(c_k, w^2/12 + s_i^2),
-so F_i(x) = sum_k p_ik Phi((x - c_ik) / tau_i), and, the configurations taken as
-independent,
+Probability of being the lowest. Configuration i's energy has the model's predictive
+distribution F_i (``predictive.PredictiveDistribution``, the one ``predict`` and
+``evaluate`` use: the histogram, uniform in its bins, smoothed by the calibrated kernel
+``energy_kernel_std``, which holds the epistemic part once ``fit-uncertainty`` has run),
+and, the configurations taken as independent,
 
     P(i lowest) = integral f_i(x) prod_{j != i} (1 - F_j(x)) dx,
 
@@ -42,10 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.constraints import FixAtoms
 from scipy.special import ndtr
+
+from fairchem_categorical.histogram import TAIL_KERNEL_BINS
+from fairchem_categorical.predictive import PredictiveDistribution
 
 #: OC20's gas-phase per-atom references (eV), as fairchem's AdsorbML recipe uses them
 OC20_GAS_REFERENCES = {"H": -3.477, "O": -7.204, "C": -7.282, "N": -8.083}
@@ -244,48 +247,57 @@ def relax(atoms: Atoms, calculator: Calculator, fmax: float, steps: int,
 # -- probability of being the lowest -------------------------------------------------------------
 @dataclass
 class EnergyDistribution:
-    """A predicted energy distribution: histogram (centers, probs) plus Gaussian noise s."""
+    """A configuration's predicted energy distribution, as screening compares them.
+
+    With a histogram: the model's own predictive distribution (``predictive``), rebuilt from
+    the calculator's results (``energy_probs`` on ``energy_bin_centers``, smoothed by
+    ``energy_kernel_std``; a model without a fitted uncertainty: the HL-Gauss kernel alone).
+    Without one (a scalar model): N(mean, extra_std^2), or all mass on the mean.
+    """
 
     mean: float
     centers: np.ndarray | None = None
     probs: np.ndarray | None = None
     extra_std: float = 0.0
+    kernel_std: float | None = None
 
     @classmethod
     def from_results(cls, results: dict[str, Any]) -> EnergyDistribution:
-        """From calculator results: the histogram, widened to ``energy_uncertainty``."""
+        """From calculator results (``ase_results``)."""
         mean = float(results["energy"])
         if "energy_probs" not in results:
-            u = float(results.get("energy_uncertainty", 0.0))
-            return cls(mean, extra_std=u)
-        std = float(results.get("energy_std", 0.0))
-        u = float(results.get("energy_uncertainty", std))
+            return cls(mean, extra_std=float(results.get("energy_uncertainty", 0.0)))
+        kernel = results.get("energy_kernel_std")
         return cls(mean, np.asarray(results["energy_bin_centers"], float),
                    np.asarray(results["energy_probs"], float),
-                   math.sqrt(max(u * u - std * std, 0.0)))
+                   kernel_std=None if kernel is None else float(kernel))
 
     def shifted(self, offset: float) -> EnergyDistribution:
         return EnergyDistribution(self.mean + offset,
                                   None if self.centers is None else self.centers + offset,
-                                  self.probs, self.extra_std)
+                                  self.probs, self.extra_std, self.kernel_std)
 
-    def _points(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """Mixture components (centers, weights) and their common std."""
-        if self.centers is None:
-            return np.array([self.mean]), np.array([1.0]), self.extra_std
+    def _kernel(self) -> float:
         width = float(self.centers[1] - self.centers[0])
-        return self.centers, self.probs, math.sqrt(width ** 2 / 12 + self.extra_std ** 2)
+        k = self.kernel_std
+        return k if k is not None and k > 0 and math.isfinite(k) else TAIL_KERNEL_BINS * width
 
     def span(self) -> tuple[float, float]:
-        c, p, tau = self._points()
-        live = c[p > 1e-12] if (p > 1e-12).any() else c
-        return float(live.min() - 6 * tau), float(live.max() + 6 * tau)
+        if self.centers is None:
+            return self.mean - 6 * self.extra_std, self.mean + 6 * self.extra_std
+        live = self.centers[self.probs > 1e-12] if (self.probs > 1e-12).any() else self.centers
+        reach = 6 * self._kernel() + float(self.centers[1] - self.centers[0])
+        return float(live.min() - reach), float(live.max() + reach)
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
-        c, p, tau = self._points()
-        if tau <= 0:
-            return (x[:, None] >= c[None, :]).astype(float) @ p
-        return ndtr((x[:, None] - c[None, :]) / tau) @ p
+        if self.centers is None:
+            if self.extra_std <= 0:
+                return (x >= self.mean).astype(float)
+            return ndtr((x - self.mean) / self.extra_std)
+        rows = len(x)
+        probs = torch.as_tensor(self.probs, dtype=torch.float64).expand(rows, -1)
+        dist = PredictiveDistribution(probs, torch.as_tensor(self.centers), self._kernel())
+        return dist.cdf(np.asarray(x, float)).numpy()
 
 
 def probability_lowest(dists: Sequence[EnergyDistribution], grid_points: int = 4001
