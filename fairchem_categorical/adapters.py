@@ -44,17 +44,18 @@ class PredictAdapter(Protocol):
 
     def predict_atoms(self, checkpoint: str | Path, frames: Sequence[Atoms],
                       batch_size: int = 8, device: str = "cpu",
-                      progress: Say | None = None, seed: int = 0
-                      ) -> list[StructurePrediction]:
+                      progress: Say | None = None, seed: int = 0,
+                      member_forces: bool = False) -> list[StructurePrediction]:
         """One prediction per frame, ``batch_size`` frames per forward pass."""
         ...
 
     def predict_stream(self, checkpoint: str | Path, frames: Iterable[Atoms],
                        batch_size: int = 8, device: str = "cpu",
-                       progress: Say | None = None, seed: int = 0
-                       ) -> Iterator[list[StructurePrediction]]:
+                       progress: Say | None = None, seed: int = 0,
+                       member_forces: bool = False) -> Iterator[list[StructurePrediction]]:
         """``predict_atoms`` one batch at a time, drawing ``frames`` (a stream) lazily:
-        memory holds one batch of structures at any dataset size."""
+        memory holds one batch of structures at any dataset size. ``member_forces``: a
+        conservative shallow ensemble's per-atom spread of its members' forces."""
         ...
 
 
@@ -80,7 +81,8 @@ class UncertaintyAdapter(Protocol):
               temperature_factor: float | None = None,
               epistemic: dict[str, Any] | None = None,
               alpha: dict[str, float] | None = None,
-              predictive: dict[str, Any] | None = None) -> float:
+              predictive: dict[str, Any] | None = None,
+              force_scale: float | None = None) -> float:
         """Copy ``checkpoint`` to ``out`` with the given state (``predictive``: each
         method's predictive scales, see ``epistemic.write_head_state``); the new
         temperature."""

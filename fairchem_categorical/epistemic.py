@@ -326,6 +326,11 @@ class EpistemicState(nn.Module):
                                 disagreement=float(p.get("disagreement", 0.0)),
                                 alpha=self.alpha(method), power=float(p.get("power", 1.0)))
 
+    def force_scale(self) -> float:
+        """The factor that sizes a shallow ensemble's member force spread to its errors
+        (fitted on validation forces by calibrate; 1 until then)."""
+        return 1.0 if self.state is None else float(self.state.get("force_scale", 1.0))
+
     def recalibration(self, method: str | None = None) -> Recalibration | None:
         p = (self.state.get("predictive") or {}).get(method or self.method) or {}
         return Recalibration.from_dict(p.get("recalibration"))
@@ -378,13 +383,15 @@ def write_head_state(state_dict: MutableMapping[str, Any], head: str,
                      temperature_factor: float | None = None,
                      epistemic: dict[str, Any] | None = None,
                      alpha: dict[str, float] | None = None,
-                     predictive: dict[str, Any] | None = None) -> float:
+                     predictive: dict[str, Any] | None = None,
+                     force_scale: float | None = None) -> float:
     """Set the head's temperature (x ``temperature_factor``), fitted state and scales in place.
 
     Returns the head's temperature afterwards. ``epistemic`` replaces the fitted state;
     ``alpha`` updates the scales of the (new or stored) state's methods; ``predictive``
     each method's predictive temperature, disagreement weight and recalibration
-    (``{method: {"temperature", "disagreement", "recalibration"}}``).
+    (``{method: {"temperature", "disagreement", "recalibration"}}``); ``force_scale`` the
+    factor on a shallow ensemble's member force spread.
     """
     prefixes = head_prefixes(state_dict, head)
     if not prefixes:
@@ -413,6 +420,13 @@ def write_head_state(state_dict: MutableMapping[str, Any], head: str,
                              power=float(p.get("power", 1.0)))
             Recalibration.from_dict(p.get("recalibration"))
         state = {**state, "predictive": {**(state.get("predictive") or {}), **predictive}}
+    if force_scale is not None:
+        if state is None:
+            raise ValueError("no fitted epistemic state to store a force scale in; run "
+                             "fit-uncertainty first")
+        if not (math.isfinite(force_scale) and force_scale > 0):
+            raise ValueError(f"force scale must be finite and > 0, got {force_scale}")
+        state = {**state, "force_scale": float(force_scale)}
     for prefix in prefixes:
         # the head's support is shared by its submodules (logits_block.support): every copy
         # of the buffer in the state dict must agree, or the last one loaded wins

@@ -342,6 +342,13 @@ class CategoricalEnergyReadout(nn.Module):
                         dist.disagreement_variance().sqrt(), natoms),
                     "energy_edge_mass": (mix[..., 0] + mix[..., -1]).to(probs.dtype)}
 
+    def force_spread(self, logits: torch.Tensor, natoms: torch.Tensor, pos: torch.Tensor
+                     ) -> torch.Tensor:
+        """(N,) the members' force spread (``member_force_spread``), times the scale
+        calibrate fitted on validation forces (``EpistemicState.force_scale``)."""
+        return member_force_spread(self.member_energies(logits, natoms), pos) \
+            * self.epistemic.force_scale()
+
     def member_energies(self, logits: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
         """(B, M) each member's decoded energy (eV, referenced; with grad): what
         ``member_force_spread`` differentiates."""

@@ -22,11 +22,7 @@ from fairchem.core.common.utils import conditional_grad
 from fairchem.core.models.base import HeadInterface
 from torch import nn
 
-from fairchem_categorical.readout import (
-    CategoricalEnergyReadout,
-    ForceMagnitudeReadout,
-    member_force_spread,
-)
+from fairchem_categorical.readout import CategoricalEnergyReadout, ForceMagnitudeReadout
 
 
 def node_coefficients(emb: dict[str, Any]) -> torch.Tensor:
@@ -97,8 +93,7 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
                                        retain_graph=self.member_forces or self.training)[0]
             out[self.forces_key] = -grad
             if self.member_forces and self.num_members > 1 and not self.training:
-                out["forces_std"] = member_force_spread(
-                    self.member_energies(logits, natoms), data["pos"])
+                out["forces_std"] = self.force_spread(logits, natoms, data["pos"])
         return out
 
 

@@ -208,14 +208,17 @@ def predict_stream(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    member_forces: bool = False,
 ) -> Iterator[list[StructurePrediction]]:
     """``predict_atoms`` one batch at a time: ``frames`` may be a stream (``iter_frames``),
     drawn ``batch_size`` at a time, so memory holds one batch of structures whatever the
     dataset's size. The model loads (and a bad checkpoint fails) at the call; structures
     holding elements the bins never saw are marked per batch and reported after the
-    last."""
+    last. ``member_forces``: as on the 2.x line."""
     loaded = LoadedModel(checkpoint, device)
     head = loaded.energy_head
+    if head is not None and member_forces:
+        head.member_forces = True
     unseen = UnseenElements(None if head is None else head.energy_transform.spec)
     return reported(stream_loaded(loaded, frames, batch_size, progress, seed, unseen),
                     unseen, progress)
@@ -228,9 +231,10 @@ def predict_atoms(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    member_forces: bool = False,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     return [p for chunk in predict_stream(checkpoint, frames, batch_size, device, progress,
-                                          seed) for p in chunk]
+                                          seed, member_forces) for p in chunk]

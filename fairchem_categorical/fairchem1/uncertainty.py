@@ -64,14 +64,16 @@ def fit(checkpoint: str | Path, frames: Iterable, method: str = DEFAULT_METHOD,
 
 def write(checkpoint: str | Path, out: str | Path, temperature_factor: float | None = None,
           epistemic: dict[str, Any] | None = None, alpha: dict[str, float] | None = None,
-          predictive: dict[str, Any] | None = None) -> float:
+          predictive: dict[str, Any] | None = None, force_scale: float | None = None
+          ) -> float:
     """A copy of ``checkpoint`` with the energy head's state updated; returns its temperature.
 
     See ``epistemic.write_head_state`` for the arguments.
     """
     ckpt = _load(checkpoint)
     temperatures = [write_head_state(ckpt["state_dict"], head, temperature_factor, epistemic,
-                                     alpha, predictive) for head in _energy_heads(ckpt)]
+                                     alpha, predictive, force_scale)
+                    for head in _energy_heads(ckpt)]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out)

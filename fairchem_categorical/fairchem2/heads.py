@@ -21,11 +21,7 @@ from fairchem.core.models.uma.outputs import (
 )
 from torch import nn
 
-from fairchem_categorical.readout import (
-    CategoricalEnergyReadout,
-    ForceMagnitudeReadout,
-    member_force_spread,
-)
+from fairchem_categorical.readout import CategoricalEnergyReadout, ForceMagnitudeReadout
 
 
 @registry.register_model("categorical_energy_head")
@@ -82,8 +78,7 @@ class CategoricalEnergyHead(CategoricalEnergyReadout, HeadInterface):
         if (self.member_forces and self.num_members > 1 and not self.training
                 and rc.forces and not rc.direct_forces):
             # before the model's own forces: their backward pass frees the graph
-            spread = member_force_spread(self.member_energies(logits, data["natoms"]),
-                                         data["pos"])
+            spread = self.force_spread(logits, data["natoms"], data["pos"])
         if rc.stress and not rc.direct_stress:
             forces, stress = compute_forces_and_stress(
                 energy, data["pos"], data["cell"], batch=data["batch"],

@@ -235,14 +235,18 @@ def predict_stream(
     seed: int = 0,
     inference_settings: str | InferenceSettings = DEFAULT_SETTINGS,
     task: str | None = None,
+    member_forces: bool = False,
 ) -> Iterator[list[StructurePrediction]]:
     """``predict_atoms`` one batch at a time: ``frames`` may be a stream (``iter_frames``),
     drawn ``batch_size`` at a time, so memory holds one batch of structures whatever the
     dataset's size. The model loads (and a bad checkpoint or task fails) at the call;
     structures holding elements the bins never saw are marked per batch and reported
-    after the last."""
+    after the last. ``member_forces``: a conservative shallow ensemble's per-atom
+    ``forces_std`` (the spread of its members' forces; one backward pass per member)."""
     unit = load_unit(checkpoint, device, inference_settings)
     head = unit.head(CategoricalEnergyHead)
+    if head is not None and member_forces:
+        head.member_forces = True
     unseen = UnseenElements(None if head is None else head.energy_transform.spec)
     return reported(stream_unit(unit, frames, batch_size, progress, seed, task, unseen),
                     unseen, progress)
@@ -257,6 +261,7 @@ def predict_atoms(
     seed: int = 0,
     inference_settings: str | InferenceSettings = DEFAULT_SETTINGS,
     task: str | None = None,
+    member_forces: bool = False,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame.
 
@@ -267,4 +272,5 @@ def predict_atoms(
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     return [p for chunk in predict_stream(checkpoint, frames, batch_size, device, progress,
-                                          seed, inference_settings, task) for p in chunk]
+                                          seed, inference_settings, task, member_forces)
+            for p in chunk]

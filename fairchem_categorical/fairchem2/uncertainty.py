@@ -76,7 +76,8 @@ def fit(checkpoint: str | Path, frames: Iterable, method: str = DEFAULT_METHOD,
 
 def write(checkpoint: str | Path, out: str | Path, temperature_factor: float | None = None,
           epistemic: dict[str, Any] | None = None, alpha: dict[str, float] | None = None,
-          predictive: dict[str, Any] | None = None) -> float:
+          predictive: dict[str, Any] | None = None, force_scale: float | None = None
+          ) -> float:
     """A copy of ``checkpoint`` with the energy head's state updated; returns its temperature.
 
     See ``epistemic.write_head_state`` for the arguments.
@@ -87,7 +88,7 @@ def write(checkpoint: str | Path, out: str | Path, temperature_factor: float | N
         for state in (ckpt.model_state_dict, ckpt.ema_state_dict):
             if state:
                 t = write_head_state(state, head, temperature_factor, epistemic, alpha,
-                                     predictive)
+                                     predictive, force_scale)
                 temperature = t if temperature is None else temperature
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

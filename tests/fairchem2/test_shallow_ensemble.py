@@ -146,3 +146,22 @@ def test_member_forces_give_a_per_atom_force_uncertainty(ensemble_ckpt, frames) 
     copy.get_potential_energy()
     np.testing.assert_allclose(calc.results["forces_uncertainty"], pred.forces_std,
                                rtol=1e-5, atol=1e-7)
+
+
+def test_calibrate_sizes_the_member_force_spread_to_the_force_errors(ensemble_ckpt, calibrated,
+                                                                     frames) -> None:
+    """force_scale = sqrt(mean |F - F_ref|^2 / mean spread^2) on the validation frames, and
+    the calibrated checkpoint's spread is the raw one times it."""
+    path, result = calibrated
+    scale = uncertainty.read_state(path)["force_scale"]
+    assert scale == pytest.approx(result["force_scale"]) and scale > 0
+    val = frames["held_out"]
+    raw = predict_atoms(ensemble_ckpt, val, member_forces=True)
+    err = np.concatenate([np.linalg.norm((p.forces - p.forces_target)[p.fixed == 0], axis=1)
+                          for p in raw])
+    spread = np.concatenate([p.forces_std[p.fixed == 0] for p in raw])
+    assert scale == pytest.approx(np.sqrt(np.mean(err**2) / np.mean(spread**2)), rel=1e-4)
+    sized = predict_atoms(path, val[:3], member_forces=True)
+    for p, q in zip(raw[:3], sized, strict=True):
+        # the spread differences float32 forces: ~1e-4 relative round-off between two runs
+        np.testing.assert_allclose(q.forces_std, p.forces_std * scale, rtol=1e-3, atol=1e-6)

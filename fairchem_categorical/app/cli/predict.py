@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", metavar="NAME",
                         help="fairchem 2.x: which of the checkpoint's tasks (datasets) to predict, "
                              "e.g. oc20 or omat for a UMA model (default: its first)")
+    parser.add_argument("--forces-uncertainty", action="store_true",
+                        help="a conservative shallow ensemble (num_members > 1): each atom's "
+                             "force uncertainty, the spread of its members' forces (NPZ "
+                             "forces_std; one more backward pass per member)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     output_file(args.out)  # before the prediction, not after
     written = predict_to_files(args.checkpoint, args.data, args.out,
                                batch_size=args.batch_size, device=args.device, progress=say,
-                               inference_settings=args.inference_settings, task=args.task)
+                               inference_settings=args.inference_settings, task=args.task,
+                               member_forces=args.forces_uncertainty)
     csv_path, npz_path = written.paths
     say(f"wrote {csv_path} ({written.count} structures) and {npz_path}")
     first = written.first

@@ -60,6 +60,27 @@ def best_predictive_fit(probs: np.ndarray, centers: np.ndarray, targets: np.ndar
     return {**best, "recalibration": recal.to_dict()}
 
 
+def member_force_scale(preds: Sequence[StructurePrediction], current: float) -> float | None:
+    """The factor that makes a conservative shallow ensemble's member force spread u the
+    root-mean-square size of the force errors e on validation data, sqrt(mean |e|^2 /
+    mean u^2) over free atoms with targets (x ``current``, the scale the spreads came
+    with); None where there is no member spread (one member, or a direct-force head,
+    whose ``forces_std`` is its magnitude histogram's and comes with an entropy)."""
+    rows = [p for p in preds if p.energy_member_probs is not None and p.forces_std is not None
+            and p.forces_entropy is None and p.forces_target is not None]
+    if not rows:
+        return None
+    err, spread = [], []
+    for p in rows:
+        free = np.ones(p.natoms, bool) if p.fixed is None else p.fixed == 0
+        err.append(np.linalg.norm(p.forces[free] - p.forces_target[free], axis=1))
+        spread.append(p.forces_std[free])
+    e2, u2 = np.mean(np.concatenate(err) ** 2), np.mean(np.concatenate(spread) ** 2)
+    if not (np.isfinite(e2) and np.isfinite(u2) and u2 > 0):
+        return None
+    return current * float(np.sqrt(e2 / u2))
+
+
 def stored_params(state: dict, method: str) -> dict[str, float]:
     """A fitted state's stored predictive scales for ``method`` (1 and 0 before any)."""
     p = (state.get("predictive") or {}).get(method) or {}
@@ -77,7 +98,9 @@ def calibrate_with(adapter: UncertaintyAdapter, checkpoint: str | Path,
     from fairchem_categorical.report.metrics import evaluate_predictions
 
     def score(ckpt: str | Path) -> tuple[list[StructurePrediction], dict[str, float]]:
-        preds = predict_files(ckpt, val, progress=progress, device=device)
+        # member_forces: a conservative shallow ensemble's force spread, to size it
+        preds = predict_files(ckpt, val, progress=progress, device=device,
+                              member_forces=True)
         return preds, evaluate_predictions(*as_columns(preds))
 
     preds, before = score(checkpoint)
@@ -107,13 +130,16 @@ def calibrate_with(adapter: UncertaintyAdapter, checkpoint: str | Path,
                           "disagreement": f["disagreement"], "power": f["power"],
                           "recalibration": f["recalibration"]}
                       for m, f in fits.items()}
+        force_scale = member_force_scale(preds, float(state.get("force_scale", 1.0)))
         temperature = adapter.write(checkpoint, out, alpha={m: f["alpha"]
                                                             for m, f in fits.items()},
-                                    predictive=predictive)
+                                    predictive=predictive, force_scale=force_scale)
         chosen = fits[state["method"]]
         result = {"method": state["method"], "alpha": chosen["alpha"],
                   "predictive_temperature": predictive[state["method"]]["temperature"],
                   "disagreement": chosen["disagreement"], "power": chosen["power"]}
+        if force_scale is not None:
+            result["force_scale"] = force_scale
     _, after = score(out)
     return {"temperature": temperature, "factor": factor, **result,
             **{f"{k}_before": before[k] for k in CALIBRATION_KEYS},

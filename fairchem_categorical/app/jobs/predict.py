@@ -36,15 +36,16 @@ def _settings(inference_settings: str | None, task: str | None) -> dict[str, str
 
 def stream_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size: int = 8,
                  device: str = "cpu", progress: Say | None = None,
-                 inference_settings: str | None = None, task: str | None = None
-                 ) -> Iterator[list[StructurePrediction]]:
+                 inference_settings: str | None = None, task: str | None = None,
+                 member_forces: bool = False) -> Iterator[list[StructurePrediction]]:
     """Predict the structures of data files, one batch's records at a time.
 
     The checkpoint's line must be the installed one, the device must exist; structures
     may carry no labels, energies only, or energies and forces. ``inference_settings``:
     a fairchem 2.x preset name (default: the adapter's, "batch"); ``task``: which of a
     fairchem 2.x checkpoint's tasks to predict (e.g. ``oc20`` or ``omat``; default: the
-    first). Memory holds one batch of structures at any dataset size.
+    first). Memory holds one batch of structures at any dataset size. ``member_forces``:
+    a conservative shallow ensemble's per-atom ``forces_std`` (its members' spread).
     """
     from fairchem_categorical.data.formats import open_frames
 
@@ -53,6 +54,8 @@ def stream_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size
     checks.device(device)
     frames = open_frames(paths, require_labels=False)
     logging.info("predicting the structures of %s", [str(p) for p in paths])
+    if member_forces:
+        settings["member_forces"] = True
     return line.adapter("predict").predict_stream(checkpoint, frames, batch_size=batch_size,
                                                   device=device, progress=progress,
                                                   **settings)
@@ -60,23 +63,25 @@ def stream_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size
 
 def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], batch_size: int = 8,
                   device: str = "cpu", progress: Say | None = None,
-                  inference_settings: str | None = None, task: str | None = None
-                  ) -> list[StructurePrediction]:
+                  inference_settings: str | None = None, task: str | None = None,
+                  member_forces: bool = False) -> list[StructurePrediction]:
     """``stream_files`` gathered: every structure's record in memory (numbers and small
     arrays, not Atoms; calibration needs them all). To write files, ``predict_to_files``."""
     return [p for chunk in stream_files(checkpoint, paths, batch_size, device, progress,
-                                        inference_settings, task) for p in chunk]
+                                        inference_settings, task, member_forces)
+            for p in chunk]
 
 
 def predict_to_files(checkpoint: str | Path, paths: Sequence[str | Path],
                      out_csv: str | Path, batch_size: int = 8, device: str = "cpu",
                      progress: Say | None = None, inference_settings: str | None = None,
-                     task: str | None = None) -> PredictionWriter:
+                     task: str | None = None, member_forces: bool = False
+                     ) -> PredictionWriter:
     """Predict and write the CSV and the NPZ beside it as the batches come
     (``PredictionWriter``): memory holds one batch whatever the dataset's size. The
     finished writer says where (``paths``), how many (``count``) and what (``first``)."""
     chunks = stream_files(checkpoint, paths, batch_size, device, progress,
-                          inference_settings, task)
+                          inference_settings, task, member_forces)
     with PredictionWriter(out_csv) as writer:
         for chunk in chunks:
             writer.add(chunk)
