@@ -233,9 +233,9 @@ def predict_stream(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    member_forces: bool = False,
     inference_settings: str | InferenceSettings = DEFAULT_SETTINGS,
     task: str | None = None,
-    member_forces: bool = False,
 ) -> Iterator[list[StructurePrediction]]:
     """``predict_atoms`` one batch at a time: ``frames`` may be a stream (``iter_frames``),
     drawn ``batch_size`` at a time, so memory holds one batch of structures whatever the
@@ -259,9 +259,9 @@ def predict_atoms(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    member_forces: bool = False,
     inference_settings: str | InferenceSettings = DEFAULT_SETTINGS,
     task: str | None = None,
-    member_forces: bool = False,
 ) -> list[StructurePrediction]:
     """Energies, forces and (for categorical heads) uncertainties for each frame.
 
@@ -272,5 +272,5 @@ def predict_atoms(
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     return [p for chunk in predict_stream(checkpoint, frames, batch_size, device, progress,
-                                          seed, inference_settings, task, member_forces)
+                                          seed, member_forces, inference_settings, task)
             for p in chunk]

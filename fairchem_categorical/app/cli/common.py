@@ -39,6 +39,9 @@ def report_calibration(result: dict) -> None:
             f"{result.get('power', 1.0):g}), predictive temperature "
             f"{result.get('predictive_temperature', 1.0):.4g}, disagreement weight "
             f"{result.get('disagreement', 0.0):.4g}")
+        if result.get("recalibrated") is False:
+            say("no CDF recalibration: fewer than 50 validation structures (intervals from "
+                "the fitted scales alone)")
     for key in ("energy_nll", "miscalibration_area", "energy_mae", "energy_nll_uncertainty",
                 "miscalibration_area_uncertainty"):
         before, after = result[key + "_before"], result[key + "_after"]

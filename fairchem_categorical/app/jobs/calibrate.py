@@ -42,12 +42,21 @@ def calibrate(checkpoint: str | Path, val: Sequence[str | Path], out: str | Path
     return calibrate_with(adapter, checkpoint, val, out, fit_temperature, progress, device)
 
 
+#: validation structures below which no CDF recalibration is fitted: the isotonic map's 5%
+#: and 95% levels rest on the few most extreme PIT values, and with a couple of dozen
+#: structures it narrows the intervals on noise (measured: 24 realistic validation
+#: structures took test coverage of the 90% interval from 0.82 to 0.59; 72 EMT ones from
+#: 0.99 to 0.93)
+MIN_RECALIBRATION = 50
+
+
 def best_predictive_fit(probs: np.ndarray, centers: np.ndarray, targets: np.ndarray,
                         preds: Sequence[StructurePrediction], method: str) -> dict[str, float]:
     """The predictive scales of ``method`` by validation NLL, for each way the epistemic
     score U enters the variance (alpha^2 U, or alpha^2 U^2: a std linear in U); the
     better likelihood's, with its ``power`` and the isotonic recalibration of its CDF
-    fitted on the same validation targets' PIT values (the shape the scales cannot fix)."""
+    fitted on the same validation targets' PIT values (the shape the scales cannot fix;
+    none below ``MIN_RECALIBRATION`` structures)."""
     from fairchem_categorical.calibration import fit_predictive, fit_recalibration
 
     fits = []
@@ -56,7 +65,10 @@ def best_predictive_fit(probs: np.ndarray, centers: np.ndarray, targets: np.ndar
         fit = fit_predictive(probs, centers, targets, e)
         fits.append({**fit, "power": power, "epistemic_std": e})
     best = min(fits, key=lambda f: f["nll_after"])
-    recal = fit_recalibration(probs, centers, targets, best, best.pop("epistemic_std"))
+    e = best.pop("epistemic_std")
+    if len(targets) < MIN_RECALIBRATION:
+        return {**best, "recalibration": None}
+    recal = fit_recalibration(probs, centers, targets, best, e)
     return {**best, "recalibration": recal.to_dict()}
 
 
@@ -137,7 +149,8 @@ def calibrate_with(adapter: UncertaintyAdapter, checkpoint: str | Path,
         chosen = fits[state["method"]]
         result = {"method": state["method"], "alpha": chosen["alpha"],
                   "predictive_temperature": predictive[state["method"]]["temperature"],
-                  "disagreement": chosen["disagreement"], "power": chosen["power"]}
+                  "disagreement": chosen["disagreement"], "power": chosen["power"],
+                  "recalibrated": chosen["recalibration"] is not None}
         if force_scale is not None:
             result["force_scale"] = force_scale
     _, after = score(out)
