@@ -37,7 +37,11 @@ from fairchem_categorical.histogram import (
     smoothed_log_density,
 )
 from fairchem_categorical.predictions import StructurePrediction
-from fairchem_categorical.predictive import PredictiveDistribution, Recalibration
+from fairchem_categorical.predictive import (
+    PredictiveDistribution,
+    Recalibration,
+    smoothing_variance,
+)
 
 # Below float32's normal range starts (1.2e-38) nothing is resolved anyway; 1e-12 would
 # be too high: at T = 3 a floored bin regains (1e-12)^(1/3) = 1e-4 of the peak's weight,
@@ -344,12 +348,12 @@ def predictive_from_scales(probs: np.ndarray | torch.Tensor, centers: np.ndarray
         centers) else centers.double()
     members = torch.softmax(torch.log(p.clamp_min(1e-300)) / temperature, dim=-1)
     _, width = bin_geometry(c)
-    means = (members * c.unsqueeze(1)).sum(-1)
-    var = (TAIL_KERNEL_BINS * width) ** 2 + disagreement * means.var(1, unbiased=False)
+    e = None
     if epistemic_std is not None:
         e = torch.as_tensor(np.asarray(epistemic_std, dtype=np.float64)).reshape(-1) \
             if not torch.is_tensor(epistemic_std) else epistemic_std.double().reshape(-1)
-        var = var + (alpha * e) ** 2
+    d = PredictiveDistribution(members, c, 1.0).disagreement_variance()
+    var = smoothing_variance(width, d, None if e is None else e**2, disagreement, alpha)
     return PredictiveDistribution(members, c, var.sqrt(), recalibration)
 
 

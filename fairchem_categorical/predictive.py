@@ -74,15 +74,27 @@ class PredictiveParams:
         return asdict(self)
 
 
+def smoothing_variance(width: torch.Tensor | float, disagreement_var: torch.Tensor,
+                       epistemic_var: torch.Tensor | None,
+                       disagreement: float | torch.Tensor = 0.0,
+                       alpha: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """s^2 = (TAIL_KERNEL_BINS w)^2 + gamma D + alpha^2 E, in the histogram's units (E the
+    epistemic variance at alpha = 1). The scales may be tensors that require grad (the
+    calibration fit's)."""
+    var = (TAIL_KERNEL_BINS * torch.as_tensor(width, dtype=torch.float64)) ** 2 \
+        + disagreement * disagreement_var.double()
+    if epistemic_var is not None:
+        var = var + alpha**2 * epistemic_var.double()
+    return var
+
+
 def kernel_variance(width: torch.Tensor | float, disagreement_var: torch.Tensor,
                     epistemic_score: torch.Tensor | None, params: PredictiveParams
                     ) -> torch.Tensor:
-    """s^2 = (TAIL_KERNEL_BINS w)^2 + gamma D + alpha^2 U^power, in the histogram's units."""
-    var = (TAIL_KERNEL_BINS * torch.as_tensor(width, dtype=torch.float64)) ** 2 \
-        + params.disagreement * disagreement_var.double()
-    if epistemic_score is not None and params.alpha:
-        var = var + params.alpha**2 * epistemic_score.double().clamp_min(0.0) ** params.power
-    return var
+    """``smoothing_variance`` with E = U^power (U the epistemic score) and ``params``."""
+    e = None if epistemic_score is None or not params.alpha else \
+        epistemic_score.double().clamp_min(0.0) ** params.power
+    return smoothing_variance(width, disagreement_var, e, params.disagreement, params.alpha)
 
 
 class Recalibration:
@@ -164,13 +176,6 @@ def member_probs(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0
     if x.dim() != 3:
         raise ValueError(f"logits must be (B, K) or (B, M, K), got {tuple(logits.shape)}")
     return torch.softmax(x / temperature, dim=-1)
-
-
-def retemper(probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Probabilities re-tempered: softmax(log p / T) (T = 1 returns them unchanged)."""
-    if temperature == 1.0:
-        return probs
-    return torch.softmax(torch.log(probs.clamp_min(1e-300)) / temperature, dim=-1)
 
 
 class PredictiveDistribution:
